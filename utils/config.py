@@ -316,7 +316,10 @@ def finalize_config(config: CN) -> CN:
     _check_choice('TRAIN.OPTIMIZER.NAME', config.TRAIN.OPTIMIZER.NAME.lower(), ('sgd', 'adamw'))
     _check_choice('TRAIN.LR_SCHEDULER.NAME', config.TRAIN.LR_SCHEDULER.NAME, ('cosine', 'linear', 'step'))
     _check_choice('AUG.MIXUP_MODE', config.AUG.MIXUP_MODE, ('batch', 'pair', 'elem'))
-    if config.DATA.NUM_CLASSES != config.MODEL.NUM_CLASSES:
+    # The original's defaults disagree (101 vs 1000); once a config sets either, they must agree.
+    defaults = (_C.DATA.NUM_CLASSES, _C.MODEL.NUM_CLASSES)
+    if (config.DATA.NUM_CLASSES, config.MODEL.NUM_CLASSES) != defaults and \
+            config.DATA.NUM_CLASSES != config.MODEL.NUM_CLASSES:
         raise ConfigError(f"DATA.NUM_CLASSES ({config.DATA.NUM_CLASSES}) and MODEL.NUM_CLASSES "
                           f"({config.MODEL.NUM_CLASSES}) must be equal")
     if config.DATA.NUM_FRAMES % config.MODEL.TUBELET_SIZE:
