@@ -14,14 +14,15 @@ NAMES = ['Pushing something from left to right', 'Moving something up, then down
 
 
 def _write_predictions(path, rows, names=NAMES, k=5):
+    """The layout of utils.evaluation.write_predictions_csv."""
     with open(path, 'w', newline='') as f:
         w = csv.writer(f)
-        w.writerow(['path', 'label'] + [f'pred_{i}' for i in range(1, k + 1)]
-                   + [f'name_{i}' for i in range(1, k + 1)] + [f'score_{i}' for i in range(1, k + 1)])
+        w.writerow(['path', 'label', 'label_name', 'correct'] + [f'top{i}_id' for i in range(1, k + 1)]
+                   + [f'top{i}_name' for i in range(1, k + 1)] + [f'top{i}_score' for i in range(1, k + 1)])
         for n, (label, ids) in enumerate(rows):
             scores = np.linspace(0.6, 0.05, k)
-            w.writerow([f'videos/{n}.mp4', label] + list(ids) + [names[i] for i in ids]
-                       + [f'{s:.4f}' for s in scores])
+            w.writerow([f'videos/{n}.mp4', label, names[label], int(ids[0] == label)] + list(ids)
+                       + [names[i] for i in ids] + [f'{s:.4f}' for s in scores])
 
 
 def _rank(first, k=5, num_classes=len(NAMES)):
@@ -104,5 +105,11 @@ def test_bad_file_gives_one_line_error(tmp_path, capsys):
     (tmp_path / 'predictions.csv').write_text('video,target\na.mp4,1\n')
     assert report.main([str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith('error:') and 'pred_1' in err and '\n' not in err
+    assert err.startswith('error:') and 'top1_id' in err and '\n' not in err
     assert report.main([str(tmp_path / 'missing')]) == 1
+    capsys.readouterr()
+    os.remove(tmp_path / 'predictions.csv')
+    _write_predictions(tmp_path / 'final_predictions.csv', [(0, _rank(0))])
+    assert report.main([str(tmp_path)]) == 1  # the folder has only a prefixed file: say so
+    assert 'final_predictions.csv' in capsys.readouterr().err
+    assert report.main([str(tmp_path / 'final_predictions.csv')]) == 0

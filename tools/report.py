@@ -3,7 +3,8 @@
     python tools/report.py OUTPUT [--labels CSV] [--top N] [--order cluster|accuracy|id] [--out DIR]
 
 ``OUTPUT`` is the output folder of an evaluation (it holds ``predictions.csv``, written by
-``main.py --eval``) or the csv file itself. Writes, next to it (or into ``--out``):
+``main.py --eval``) or a predictions csv itself (e.g. the final test's, which has a prefix). Writes,
+next to it (or into ``--out``):
 
 * ``per_class_accuracy.csv``: one row per class, sorted by top-1 accuracy, worst first;
 * ``confused_pairs.csv``: (true class, predicted class) pairs sorted by count, most frequent first;
@@ -58,31 +59,42 @@ class Predictions:
 
 
 def read_predictions(path: str) -> Predictions:
-    """Read ``predictions.csv`` (header ``path,label,pred_1..pred_k`` with optional name/score columns)."""
+    """Read ``predictions.csv`` as ``utils.evaluation.write_predictions_csv`` writes it.
+
+    Columns: ``path, label, label_name, correct, top1_id..topk_id, top1_name..topk_name,
+    top1_score..topk_score`` (names may be empty when no label list was configured).
+    """
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: predictions file not found (run main.py --eval first)")
+        folder = os.path.dirname(path) or '.'
+        others = sorted(f for f in os.listdir(folder) if f.endswith(PREDICTIONS_FILE)) \
+            if os.path.isdir(folder) else []
+        hint = (f" (this folder has {', '.join(others)}: pass one of them)" if others
+                else " (main.py --eval writes it into the output folder)")
+        raise FileNotFoundError(f"{path}: predictions file not found{hint}")
     with open(path, newline='') as f:
         reader = csv.DictReader(f)
         fields = reader.fieldnames or []
-        pred_cols = sorted((c for c in fields if c.startswith('pred_') and c[5:].isdigit()),
-                           key=lambda c: int(c[5:]))
+        ranks = sorted(int(c[3:-3]) for c in fields
+                       if c.startswith('top') and c.endswith('_id') and c[3:-3].isdigit())
         missing = [c for c in ('path', 'label') if c not in fields]
-        if missing or not pred_cols:
-            raise ValueError(f"{path}: expected columns path, label, pred_1 ... pred_k; found {fields}")
-        name_cols = [f'name_{c[5:]}' for c in pred_cols]
+        if missing or not ranks or ranks != list(range(1, len(ranks) + 1)):
+            raise ValueError(f"{path}: expected columns path, label, top1_id ... topk_id; found {fields}")
         paths, labels, topk, names = [], [], [], {}
         for line, row in enumerate(reader, start=2):
             try:
-                labels.append(int(row['label']))
-                ids = [int(row[c]) for c in pred_cols]
+                label = int(row['label'])
+                ids = [int(row[f'top{j}_id']) for j in ranks]
             except (TypeError, ValueError):
-                raise ValueError(f"{path}, line {line}: label and pred_* must be integer class ids, "
+                raise ValueError(f"{path}, line {line}: label and top*_id must be integer class ids, "
                                  f"got {row}") from None
+            labels.append(label)
             topk.append(ids)
             paths.append(row['path'])
-            for cid, col in zip(ids, name_cols):
-                if row.get(col):
-                    names.setdefault(cid, row[col])
+            if row.get('label_name'):
+                names.setdefault(label, row['label_name'])
+            for cid, j in zip(ids, ranks):
+                if row.get(f'top{j}_name'):
+                    names.setdefault(cid, row[f'top{j}_name'])
     if not labels:
         raise ValueError(f"{path}: no predictions in the file")
     return Predictions(paths, np.asarray(labels, dtype=np.int64), np.asarray(topk, dtype=np.int64), names)
