@@ -1,0 +1,116 @@
+"""tools/publish.py: exactly the model tensors and the config text survive; the hash in the name is the file's."""
+import hashlib
+import os
+import re
+
+import pytest
+import torch
+from torch import nn
+from yacs.config import CfgNode
+
+from tools import publish
+from utils.checkpoint import capture_rng_state, load_model_weights, save_checkpoint
+
+
+class _Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.norm = nn.LayerNorm(4)
+        self.head = nn.Linear(4, 5)
+
+
+def _training_checkpoint(model, ema_model):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    loss = sum(p.sum() for p in model.parameters())
+    loss.backward()
+    opt.step()
+    return {
+        'model': model.state_dict(),
+        'optimizer': opt.state_dict(),
+        'lr_scheduler': {'last_epoch': 3, 'base_values': [1e-3]},
+        'scaler': {'scale': 65536.0, 'growth_tracker': 2},
+        'rng': capture_rng_state(),
+        'ema': {'model': ema_model.state_dict(), 'decay': 0.9998, 'num_updates': 10},
+        'epoch': 3,
+        'max_accuracy': 71.5,
+        'config': 'MODEL:\n  NAME: tiny\n',
+    }
+
+
+@pytest.fixture
+def models():
+    torch.manual_seed(0)
+    return _Tiny(), _Tiny()
+
+
+def _check_published(path, expected_state):
+    name = os.path.basename(path)
+    match = re.fullmatch(r'release-([0-9a-f]{8})\.pth', name)
+    assert match, name
+    with open(path, 'rb') as f:
+        sha = hashlib.sha256(f.read()).hexdigest()
+    assert sha.startswith(match.group(1))
+    loaded = torch.load(path, weights_only=True)
+    assert set(loaded) == {'model', 'config', 'meta'}
+    assert list(loaded['model']) == list(expected_state)
+    for k, v in expected_state.items():
+        assert torch.equal(loaded['model'][k], v) and loaded['model'][k].dtype == v.dtype, k
+    return loaded, sha
+
+
+def test_publish_keeps_model_and_config_only(tmp_path, models, capsys):
+    model, ema_model = models
+    ckpt = tmp_path / 'ckpt_epoch_3.pth'
+    save_checkpoint(ckpt, _training_checkpoint(model, ema_model))
+    out = tmp_path / 'release' / 'release.pth'
+    assert publish.main([str(ckpt), str(out)]) == 0
+    printed = capsys.readouterr().out
+    path = re.search(r'wrote (\S+)', printed).group(1)
+    loaded, sha = _check_published(path, model.state_dict())
+    assert f'sha256 {sha}' in printed
+    assert loaded['config'] == 'MODEL:\n  NAME: tiny\n'
+    assert loaded['meta'] == {'source': 'ckpt_epoch_3.pth', 'weights': 'model', 'epoch': 3, 'max_accuracy': 71.5}
+    assert os.path.getsize(path) < os.path.getsize(ckpt) / 2  # optimizer moments, EMA, RNG are gone
+    # the release loads back into the model strictly
+    fresh = _Tiny()
+    load_model_weights(fresh, path)
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
+    # same content -> same name: refused, the existing file is left alone
+    before = os.path.getmtime(path)
+    assert publish.main([str(ckpt), str(out)]) == 1
+    assert 'already exists' in capsys.readouterr().err
+    assert os.path.getmtime(path) == before
+    assert sorted(os.listdir(tmp_path / 'release')) == [os.path.basename(path)]  # no temporary left behind
+
+
+def test_publish_ema_weights(tmp_path, models):
+    model, ema_model = models
+    with torch.no_grad():
+        for p in ema_model.parameters():
+            p.add_(1.0)
+    ckpt = tmp_path / 'last.pth'
+    save_checkpoint(ckpt, _training_checkpoint(model, ema_model))
+    path, _ = publish.publish(str(ckpt), str(tmp_path / 'release.pth'), use_ema=True)
+    loaded, _ = _check_published(path, ema_model.state_dict())
+    assert loaded['meta']['weights'] == 'ema'
+    ckpt_no_ema = tmp_path / 'no_ema.pth'
+    save_checkpoint(ckpt_no_ema, {'model': model.state_dict()})
+    with pytest.raises(RuntimeError, match="no 'ema' entry"):
+        publish.publish(str(ckpt_no_ema), str(tmp_path / 'x.pth'), use_ema=True)
+
+
+def test_publish_original_format_checkpoint(tmp_path, models):
+    """The original pickled a yacs CfgNode (weights_only refuses it) and wrapped keys with 'module.'."""
+    model, _ = models
+    cfg = CfgNode({'MODEL': CfgNode({'NAME': 'videofocalnet_base', 'NUM_CLASSES': 400}),
+                   'TRAIN': CfgNode({'OPTIMIZER': CfgNode({'BETAS': (0.9, 0.999)})})})
+    ckpt = tmp_path / 'original.pth'
+    torch.save({'model': {f'module.{k}': v for k, v in model.state_dict().items()}, 'optimizer': {},
+                'lr_scheduler': {}, 'max_accuracy': 0.5, 'epoch': 119, 'config': cfg}, ckpt)
+    with pytest.raises(Exception):
+        torch.load(ckpt, weights_only=True)
+    path, _ = publish.publish(str(ckpt), str(tmp_path / 'release.pth'))
+    loaded, _ = _check_published(path, model.state_dict())
+    assert 'NAME: videofocalnet_base' in loaded['config'] and '- 0.999' in loaded['config']
+    assert loaded['meta']['epoch'] == 119

@@ -1,0 +1,150 @@
+"""Make a release file from a training checkpoint: model weights and config text only, hash in the name.
+
+    python tools/publish.py CKPT OUT [--use-ema]
+
+Keeps the ``model`` state dict (or, with ``--use-ema``, the EMA weights stored under ``ema``,
+published as ``model``) and the config as YAML text; drops optimizer, scheduler, grad-scaler, RNG and EMA
+state. Writes ``OUT`` with the first 8 hex digits of the file's sha256 before the extension
+(``name-1a2b3c4d.pth``, mmaction2's convention), prints the full sha256, and never overwrites a file.
+The result loads with ``torch.load(path, weights_only=True)`` and with ``utils.checkpoint.load_model_weights``.
+
+Works on checkpoints of this project and on the original code's checkpoints (read without unpickling
+code, via ``utils.checkpoint.load_checkpoint_file``). The original had no such tool: its release files
+carried optimizer state and a pickled yacs config, so ``weights_only=True`` could not read them.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if sys.path[0] != _ROOT:
+    sys.path.insert(0, _ROOT)
+
+import argparse  # noqa: E402
+import hashlib  # noqa: E402
+import logging  # noqa: E402
+from typing import Any, Dict, Optional, Sequence  # noqa: E402
+
+import torch  # noqa: E402
+
+from utils.checkpoint import CheckpointError, extract_state_dict, load_checkpoint_file  # noqa: E402
+
+_logger = logging.getLogger(__name__)
+
+def sha256_of(path: str, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(chunk), b''):
+            h.update(block)
+    return h.hexdigest()
+
+
+def hashed_name(out: str, sha: str) -> str:
+    """``dir/name.ext`` -> ``dir/name-<first 8 hex digits>.ext`` (``.pth`` when ``out`` has no extension)."""
+    stem, ext = os.path.splitext(out)
+    return f'{stem}-{sha[:8]}{ext or ".pth"}'
+
+
+def _plain(obj: Any) -> Any:
+    """Tuples to lists, recursively, so that ``yaml.safe_dump`` can write a config read from a pickle."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def config_text(config: Any) -> Optional[str]:
+    """The stored config as YAML text (``None`` when the checkpoint has none).
+
+    This project stores YAML text; the original pickled a yacs CfgNode, which ``load_checkpoint_file``
+    returns as a plain dict.
+    """
+    if config is None or isinstance(config, str):
+        return config
+    if isinstance(config, dict):
+        import yaml
+        return yaml.safe_dump(_plain(config), sort_keys=True)
+    raise ValueError(f"config entry of type {type(config).__name__}: expected YAML text or a mapping")
+
+
+def model_weights(checkpoint: dict, use_ema: bool = False, source: str = '') -> Dict[str, torch.Tensor]:
+    """The state dict to publish: ``model``, or with ``use_ema`` the EMA copy.
+
+    The EMA entry is ``ema`` = ``{'model': state_dict, 'decay': ..., 'num_updates': ...}`` (``utils/ema.py``);
+    a bare state dict under ``ema`` is accepted too. ``module.``/``_orig_mod.`` prefixes are removed.
+    """
+    if not use_ema:
+        return extract_state_dict(checkpoint, 'model', source)
+    ema = checkpoint.get('ema')
+    if ema is None:
+        raise CheckpointError(f"{source}: --use-ema, but the checkpoint has no 'ema' entry "
+                              f"(trained without TRAIN.EMA?); entries: {', '.join(map(str, checkpoint))}")
+    if isinstance(ema, dict) and 'model' in ema:
+        return extract_state_dict(ema, 'model', f'{source} [ema]')
+    return extract_state_dict(checkpoint, 'ema', source)
+
+
+def release_state(checkpoint: dict, use_ema: bool = False, source: str = '') -> dict:
+    """The dict that is published: ``model`` tensors, ``config`` text and a little metadata.
+
+    Args:
+        checkpoint: what ``load_checkpoint_file`` returned.
+        use_ema: publish the EMA weights instead of ``model``.
+        source: the checkpoint's path, recorded in ``meta``.
+    """
+    weights = model_weights(checkpoint, use_ema, source)
+    # clone: a view into a larger storage would otherwise be saved together with all of that storage
+    state = {'model': {k: v.detach().cpu().clone().contiguous() for k, v in weights.items()}}
+    text = config_text(checkpoint.get('config'))
+    if text is not None:
+        state['config'] = text
+    meta = {'source': os.path.basename(source), 'weights': 'ema' if use_ema else 'model'}
+    for k in ('epoch', 'max_accuracy'):
+        value = checkpoint.get(k)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            meta[k] = value
+    state['meta'] = meta
+    return state
+
+
+def publish(ckpt: str, out: str, use_ema: bool = False) -> tuple:
+    """Write the release file; returns (final path, sha256). Refuses to overwrite an existing file."""
+    checkpoint = load_checkpoint_file(ckpt)
+    state = release_state(checkpoint, use_ema=use_ema, source=ckpt)
+    out_dir = os.path.dirname(os.path.abspath(out))
+    os.makedirs(out_dir, exist_ok=True)
+    tmp = os.path.join(out_dir, f'.{os.path.basename(out)}.{os.getpid()}.tmp')
+    try:
+        torch.save(state, tmp)
+        sha = sha256_of(tmp)
+        final = hashed_name(out, sha)
+        try:
+            os.link(tmp, final)  # unlike rename, fails instead of replacing an existing file
+        except FileExistsError:
+            raise FileExistsError(f"{final}: already exists; not overwriting it") from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return final, sha
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('checkpoint', help='training checkpoint (this project or the original code)')
+    parser.add_argument('out', help="release file name, e.g. video-focalnet_base_k400.pth (the hash is added)")
+    parser.add_argument('--use-ema', action='store_true', help='publish the EMA weights instead of the model')
+    args = parser.parse_args(argv)
+    try:
+        final, sha = publish(args.checkpoint, args.out, use_ema=args.use_ema)
+    except (OSError, ValueError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {final}\nsha256 {sha}")
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
