@@ -1,0 +1,387 @@
+"""Checkpoint files: safe loading, strict weight loading, atomic saving, RNG round trip, auto-resume."""
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from yacs.config import CfgNode
+
+from utils.checkpoint import (CheckpointError, UnsafeCheckpointError, capture_rng_state, extract_state_dict,
+                              find_auto_resume, load_checkpoint_file, load_model_weights, restore_rng_state,
+                              save_checkpoint)
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class TinyNet(nn.Module):
+    def __init__(self, classes: int = 5):
+        super().__init__()
+        self.body = nn.Linear(4, 6)
+        self.norm = nn.LayerNorm(6)
+        self.head = nn.Linear(6, classes)
+
+    def forward(self, x):
+        return self.head(self.norm(self.body(x)))
+
+
+def _trained_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """One step, so the optimizer state holds tensors (moments / momentum buffers)."""
+    model(torch.randn(3, 4)).sum().backward()
+    optimizer.step()
+    return optimizer
+
+
+def _original_config() -> CfgNode:
+    """A nested, frozen yacs config like the one the original pickled into every checkpoint."""
+    cfg = CfgNode()
+    cfg.MODEL = CfgNode()
+    cfg.MODEL.TYPE = 'videofocalnet_tiny'
+    cfg.MODEL.FOCAL = CfgNode()
+    cfg.MODEL.FOCAL.FOCAL_LEVELS = [2, 2, 2, 2]
+    cfg.TRAIN = CfgNode()
+    cfg.TRAIN.BASE_LR = 5e-4
+    cfg.freeze()
+    return cfg
+
+
+def _original_checkpoint(model: nn.Module) -> dict:
+    """The dict the original's save_checkpoint wrote (spec 4.7), apex amp state included."""
+    optimizer = _trained_optimizer(model, torch.optim.AdamW(model.parameters(), lr=0.1))
+    return {
+        'model': model.state_dict(),
+        'optimizer': optimizer.state_dict(),
+        'lr_scheduler': {'t_initial': 100, 'lr_min': 1e-6, 'warmup_lr_init': 1e-6, 'base_values': [0.1],
+                         'noise_range_t': None},
+        'max_accuracy': 71.25,
+        'epoch': 9,
+        'config': _original_config(),
+        'amp': {'loss_scaler0': {'loss_scale': 65536.0, 'unskipped': 120}},
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# loading
+# ---------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('zip_format', [True, False], ids=['zip', 'legacy'])
+def test_original_format_checkpoint_loads_without_executing_code(tmp_path, zip_format):
+    model = TinyNet()
+    path = tmp_path / 'ckpt_epoch_9.pth'
+    torch.save(_original_checkpoint(model), path, _use_new_zipfile_serialization=zip_format)
+    # torch's own safe route refuses the pickled CfgNode: that is why the restricted unpickler exists
+    with pytest.raises(Exception):
+        torch.load(path, weights_only=True)
+
+    ckpt = load_checkpoint_file(path)
+    assert type(ckpt['config']) is dict and type(ckpt['config']['MODEL']['FOCAL']) is dict
+    assert ckpt['config']['MODEL']['FOCAL']['FOCAL_LEVELS'] == [2, 2, 2, 2]
+    assert ckpt['config']['TRAIN']['BASE_LR'] == 5e-4
+    assert ckpt['epoch'] == 9 and ckpt['max_accuracy'] == 71.25
+    assert ckpt['amp']['loss_scaler0']['loss_scale'] == 65536.0
+    for key, value in model.state_dict().items():
+        assert torch.equal(ckpt['model'][key], value)
+    # and it evaluates: the weights go into a fresh model strictly
+    fresh = TinyNet()
+    load_model_weights(fresh, path)
+    assert torch.equal(fresh.head.weight, model.head.weight)
+
+
+class _Evil:
+    """Unpickling this would run ``os.system('touch <marker>')``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.system, (f'touch {self.marker}',)
+
+
+@pytest.mark.parametrize('where', ['top', 'in_config'])
+def test_malicious_checkpoint_is_refused_and_not_executed(tmp_path, where):
+    marker = tmp_path / 'PWNED'
+    state = {'model': TinyNet().state_dict()}
+    if where == 'top':
+        state['payload'] = _Evil(marker)
+    else:  # hidden inside an otherwise legitimate original-style config
+        cfg = _original_config()
+        dict.__setitem__(cfg.TRAIN, 'EXTRA', _Evil(marker))  # an attacker writes the pickle, not yacs
+        state['config'] = cfg
+    path = tmp_path / 'evil.pth'
+    torch.save(state, path)
+    with pytest.raises(UnsafeCheckpointError) as info:
+        load_checkpoint_file(path)
+    message = str(info.value)
+    assert str(path) in message and "'posix.system'" in message and '\n' not in message
+    assert not marker.exists()
+    with pytest.raises(UnsafeCheckpointError):
+        load_model_weights(TinyNet(), path)
+    assert not marker.exists()
+
+
+def test_refuses_arbitrary_classes(tmp_path):
+    path = tmp_path / 'obj.pth'
+    torch.save({'model': TinyNet().state_dict(), 'module': TinyNet()}, path)  # a pickled nn.Module
+    with pytest.raises(UnsafeCheckpointError, match='test_checkpoint.TinyNet'):
+        load_checkpoint_file(path)
+
+
+def test_bare_state_dict_and_prefixes(tmp_path):
+    model = TinyNet()
+    path = tmp_path / 'bare.pth'
+    # what DDP + torch.compile produce: module._orig_mod.<key>
+    torch.save({f'module._orig_mod.{k}': v for k, v in model.state_dict().items()}, path)
+    ckpt = load_checkpoint_file(path)
+    assert list(ckpt) == ['model']
+    fresh = TinyNet()
+    load_model_weights(fresh, path)
+    assert torch.equal(fresh.body.weight, model.body.weight)
+    # 'state_dict' key (lightning / timm train script style)
+    assert set(extract_state_dict({'state_dict': model.state_dict()})) == set(model.state_dict())
+
+
+def test_wrapped_destination_model():
+    model = TinyNet()
+    compiled_like = nn.Module()
+    compiled_like._orig_mod = TinyNet()  # what torch.compile's OptimizedModule exposes
+    load_model_weights(compiled_like, {'model': model.state_dict()})
+    assert torch.equal(compiled_like._orig_mod.head.bias, model.head.bias)
+
+
+def test_numpy_scalar_in_original_checkpoint(tmp_path):
+    path = tmp_path / 'np.pth'
+    torch.save({'model': TinyNet().state_dict(), 'max_accuracy': np.float64(80.5), 'config': _original_config()},
+               path)
+    assert load_checkpoint_file(path)['max_accuracy'] == 80.5
+
+
+@pytest.mark.parametrize('kind', ['missing', 'folder', 'empty', 'text', 'truncated', 'list'])
+def test_unreadable_files_give_one_line_errors(tmp_path, kind):
+    path = tmp_path / 'x.pth'
+    if kind == 'folder':
+        path = tmp_path
+    elif kind == 'empty':
+        path.write_bytes(b'')
+    elif kind == 'text':
+        path.write_text('model: not a checkpoint\n')
+    elif kind == 'truncated':
+        torch.save(_original_checkpoint(TinyNet()), path)
+        data = path.read_bytes()
+        path.write_bytes(data[:len(data) // 2])
+    elif kind == 'list':
+        torch.save([torch.zeros(2)], path)
+    expected = FileNotFoundError if kind == 'missing' else CheckpointError
+    with pytest.raises(expected) as info:
+        load_checkpoint_file(path)
+    assert str(path) in str(info.value) and '\n' not in str(info.value)
+
+
+def test_safetensors_file(tmp_path):
+    """timm publishes weights as .safetensors: read without the safetensors package."""
+    import json
+    tensors = {'a.weight': torch.randn(3, 2), 'b.bias': torch.arange(4, dtype=torch.int64),
+               'c': torch.randn(2).to(torch.bfloat16)}
+    names = {torch.float32: 'F32', torch.int64: 'I64', torch.bfloat16: 'BF16'}
+    header, blobs, offset = {'__metadata__': {'format': 'pt'}}, [], 0
+    for name, t in tensors.items():
+        raw = t.contiguous().view(torch.uint8).numpy().tobytes()
+        header[name] = {'dtype': names[t.dtype], 'shape': list(t.shape), 'data_offsets': [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    head = json.dumps(header).encode()
+    path = tmp_path / 'model.safetensors'
+    path.write_bytes(len(head).to_bytes(8, 'little') + head + b''.join(blobs))
+    ckpt = load_checkpoint_file(path)
+    for name, t in tensors.items():
+        assert torch.equal(ckpt['model'][name], t)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# strict weight loading
+# ---------------------------------------------------------------------------------------------------------
+def test_strict_loading_lists_problems_and_leaves_model_untouched():
+    source = TinyNet(classes=7).state_dict()
+    source['extra.weight'] = torch.zeros(1)
+    del source['norm.bias']
+    model = TinyNet(classes=5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError) as info:
+        load_model_weights(model, {'model': source})
+    message = str(info.value)
+    assert '1 missing (norm.bias)' in message
+    assert '1 unexpected (extra.weight)' in message
+    assert 'head.weight: checkpoint [7, 6] vs model [5, 6]' in message and '2 with other shapes' in message
+    assert '\n' not in message
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), f'{key} changed by a failed strict load'
+
+
+def test_head_only_mismatch_points_to_pretrained_and_never_slices():
+    model = TinyNet(classes=5)
+    with pytest.raises(CheckpointError, match='TRAIN.PRETRAINED_PATH'):
+        load_model_weights(model, {'model': TinyNet(classes=1000).state_dict()})
+
+
+def test_non_strict_loads_matching_tensors_only():
+    source = TinyNet(classes=7)
+    model = TinyNet(classes=5)
+    head_before = model.head.weight.clone()
+    load_model_weights(model, {'model': source.state_dict()}, strict=False)
+    assert torch.equal(model.body.weight, source.body.weight)
+    assert torch.equal(model.head.weight, head_before)
+
+
+def test_ema_weights_by_state_key():
+    ema = TinyNet()
+    ckpt = {'model': TinyNet().state_dict(), 'ema': {'model': ema.state_dict(), 'decay': 0.999, 'num_updates': 3}}
+    model = TinyNet()
+    load_model_weights(model, ckpt, state_key='ema')
+    assert torch.equal(model.body.weight, ema.body.weight)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# saving
+# ---------------------------------------------------------------------------------------------------------
+def _our_state(model: nn.Module, epoch: int) -> dict:
+    optimizer = _trained_optimizer(model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9))
+    return {
+        'model': model.state_dict(), 'optimizer': optimizer.state_dict(), 'lr_scheduler': {'step': 10},
+        'scaler': {'scale': 65536.0, 'growth_factor': 2.0, '_growth_tracker': 0}, 'ema': None,
+        'epoch': epoch, 'step': 10 * (epoch + 1), 'max_accuracy': 55.5,
+        'config': 'MODEL:\n  TYPE: videofocalnet_tiny\n', 'rng': capture_rng_state(),
+    }
+
+
+def test_saved_checkpoint_loads_with_weights_only(tmp_path):
+    model = TinyNet()
+    path = tmp_path / 'sub' / 'last.pth'
+    save_checkpoint(path, _our_state(model, epoch=3))
+    raw = torch.load(path, map_location='cpu', weights_only=True)  # plain types only
+    assert raw['epoch'] == 3 and isinstance(raw['config'], str)
+    assert torch.equal(raw['model']['head.weight'], model.head.weight)
+    assert raw['optimizer']['state'][0]['momentum_buffer'].shape == model.body.weight.shape
+    assert os.listdir(path.parent) == ['last.pth']
+    assert load_checkpoint_file(path)['step'] == 40
+
+
+@pytest.mark.parametrize('bad', ['numpy_array', 'cfgnode', 'numpy_float'])
+def test_save_refuses_what_weights_only_cannot_read(tmp_path, bad):
+    value = {'numpy_array': np.zeros(3), 'cfgnode': _original_config(), 'numpy_float': np.float64(1.0)}[bad]
+    with pytest.raises(CheckpointError, match=r"state\['extra'\]"):
+        save_checkpoint(tmp_path / 'last.pth', {'model': {}, 'extra': value})
+    assert os.listdir(tmp_path) == []
+
+
+def test_failed_write_keeps_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / 'last.pth'
+    model = TinyNet()
+    save_checkpoint(path, _our_state(model, epoch=1))
+    real_save = torch.save
+
+    def half_then_fail(obj, f, *args, **kwargs):
+        import io
+        buffer = io.BytesIO()
+        real_save(obj, buffer)
+        f.write(buffer.getvalue()[:buffer.tell() // 2])
+        raise OSError('disk full (simulated)')
+
+    monkeypatch.setattr(torch, 'save', half_then_fail)
+    with pytest.raises(OSError, match='simulated'):
+        save_checkpoint(path, _our_state(TinyNet(), epoch=2))
+    monkeypatch.setattr(torch, 'save', real_save)
+    assert os.listdir(tmp_path) == ['last.pth']
+    ckpt = load_checkpoint_file(path)
+    assert ckpt['epoch'] == 1 and torch.equal(ckpt['model']['body.weight'], model.body.weight)
+
+
+_KILLED_WRITER = textwrap.dedent('''
+    import io, os, sys, time, torch
+    sys.path.insert(0, {root!r})
+    from utils.checkpoint import save_checkpoint
+    real_save = torch.save
+    def slow_save(obj, f, *a, **k):
+        buffer = io.BytesIO(); real_save(obj, buffer)
+        f.write(buffer.getvalue()[:buffer.tell() // 2]); f.flush()
+        open({ready!r}, 'w').close()
+        time.sleep(60)
+    torch.save = slow_save
+    save_checkpoint({path!r}, {{'model': {{'w': torch.zeros(1000)}}, 'epoch': 2}})
+''')
+
+
+def test_killed_write_keeps_previous_file_and_next_save_cleans_up(tmp_path):
+    path, ready = tmp_path / 'last.pth', tmp_path.parent / f'{tmp_path.name}.ready'
+    save_checkpoint(path, {'model': {'w': torch.ones(1000)}, 'epoch': 1})
+    script = _KILLED_WRITER.format(root=REPO_ROOT, ready=str(ready), path=str(path))
+    proc = subprocess.Popen([sys.executable, '-c', script], env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    try:
+        deadline = time.time() + 60
+        while not ready.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert ready.exists(), 'the writer never reached the middle of its write'
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    leftovers = [n for n in os.listdir(tmp_path) if n != 'last.pth']
+    assert len(leftovers) == 1 and leftovers[0].endswith('.tmp')  # a SIGKILL leaves its half-written temp
+    ckpt = load_checkpoint_file(path)
+    assert ckpt['epoch'] == 1 and torch.equal(ckpt['model']['w'], torch.ones(1000))
+    assert find_auto_resume(tmp_path) == str(path)
+    save_checkpoint(path, {'model': {'w': torch.full((1000,), 3.0)}, 'epoch': 3})
+    assert os.listdir(tmp_path) == ['last.pth']  # the dead writer's temp file is gone
+    assert load_checkpoint_file(path)['epoch'] == 3
+
+
+# ---------------------------------------------------------------------------------------------------------
+# RNG state
+# ---------------------------------------------------------------------------------------------------------
+def _draws():
+    return (random.random(), random.gauss(0, 1), float(np.random.rand()), float(np.random.randn()),
+            torch.rand(3).tolist(), torch.randn(2).tolist())
+
+
+def test_rng_round_trip_through_a_checkpoint(tmp_path):
+    random.seed(1)
+    np.random.seed(2)
+    torch.manual_seed(3)
+    np.random.randn()  # leave a cached gaussian in numpy's state
+    random.gauss(0, 1)
+    state = capture_rng_state()
+    expected = _draws()
+    save_checkpoint(tmp_path / 'rng.pth', {'rng': state})
+    _draws()
+    _draws()
+    restore_rng_state(torch.load(tmp_path / 'rng.pth', weights_only=True)['rng'])
+    assert _draws() == expected
+
+
+def test_restore_rng_rejects_garbage():
+    with pytest.raises(CheckpointError, match='RNG state'):
+        restore_rng_state([1, 2, 3])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# auto-resume
+# ---------------------------------------------------------------------------------------------------------
+def test_find_auto_resume(tmp_path, caplog):
+    assert find_auto_resume(tmp_path / 'absent') is None
+    assert find_auto_resume(tmp_path) is None
+    for epoch in (2, 10, 9):
+        save_checkpoint(tmp_path / f'ckpt_epoch_{epoch}.pth', {'model': {'w': torch.zeros(1)}, 'epoch': epoch})
+    # no last.pth (e.g. written by an older run): the highest epoch by number, not by name
+    assert find_auto_resume(tmp_path) == str(tmp_path / 'ckpt_epoch_10.pth')
+    save_checkpoint(tmp_path / 'last.pth', {'model': {'w': torch.zeros(1)}, 'epoch': 11})
+    assert find_auto_resume(tmp_path) == str(tmp_path / 'last.pth')
+
+    data = (tmp_path / 'last.pth').read_bytes()
+    (tmp_path / 'last.pth').write_bytes(data[:len(data) // 3])
+    (tmp_path / 'ckpt_epoch_10.pth').write_bytes(b'garbage')
+    with caplog.at_level('WARNING', logger='utils.checkpoint'):
+        assert find_auto_resume(tmp_path) == str(tmp_path / 'ckpt_epoch_9.pth')
+    log = caplog.text
+    assert 'last.pth' in log and 'ckpt_epoch_10.pth' in log and 'falling back to' in log
