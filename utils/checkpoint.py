@@ -18,6 +18,7 @@ Differences from the original (``utils.py`` ``load_checkpoint`` / ``save_checkpo
 """
 from __future__ import annotations
 
+import _codecs
 import _compat_pickle
 import collections
 import functools
@@ -96,7 +97,7 @@ def _allowed_globals() -> Dict[tuple, Any]:
         ('builtins', 'frozenset'): frozenset,
         ('builtins', 'bytearray'): bytearray,
         ('builtins', 'complex'): complex,
-        ('_codecs', 'encode'): __import__('_codecs').encode,  # how protocol 2 pickles bytes
+        ('_codecs', 'encode'): _codecs.encode,  # how protocol 2 pickles bytes
         ('torch', 'Tensor'): torch.Tensor,
         ('torch', 'Size'): torch.Size,
         ('torch', 'device'): torch.device,
@@ -586,9 +587,9 @@ def _loadable_checkpoint(path: str) -> Optional[str]:
                 raise
             checkpoint = load_checkpoint_file(path)  # legacy (non-zip) format cannot be memory-mapped
     except (CheckpointError, OSError) as e:
-        return str(e)
+        return str(e).replace(f'{path}: ', '')
     if 'model' not in checkpoint:
-        return f"{path}: no 'model' entry"
+        return "no 'model' entry"
     return None
 
 
@@ -611,5 +612,5 @@ def find_auto_resume(output_dir: PathLike, logger: Optional[logging.Logger] = No
                             if os.path.exists(last) else 'no last.pth, using ' + candidate)
             log.info('auto-resume from %s', candidate)
             return candidate
-        log.warning('auto-resume: skipping %s: %s', candidate, problem)
+        log.warning('auto-resume: skipping %s (%s)', candidate, problem)
     return None
