@@ -70,7 +70,7 @@ def _original_checkpoint(model: nn.Module) -> dict:
 # loading
 # ---------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize('zip_format', [True, False], ids=['zip', 'legacy'])
-def test_original_format_checkpoint_loads_without_executing_code(tmp_path, zip_format):
+def test_original_format_checkpoint_loads_without_executing_code(tmp_path, zip_format, monkeypatch):
     model = TinyNet()
     path = tmp_path / 'ckpt_epoch_9.pth'
     torch.save(_original_checkpoint(model), path, _use_new_zipfile_serialization=zip_format)
@@ -78,7 +78,13 @@ def test_original_format_checkpoint_loads_without_executing_code(tmp_path, zip_f
     with pytest.raises(Exception):
         torch.load(path, weights_only=True)
 
+    calls = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, 'load', lambda *a, **k: calls.append(k) or real_load(*a, **k))
     ckpt = load_checkpoint_file(path)
+    monkeypatch.undo()
+    # zip files are scanned first, so their tensors are read once, by the restricted route only
+    assert [c['weights_only'] for c in calls] == ([False] if zip_format else [True, False])
     assert type(ckpt['config']) is dict and type(ckpt['config']['MODEL']['FOCAL']) is dict
     assert ckpt['config']['MODEL']['FOCAL']['FOCAL_LEVELS'] == [2, 2, 2, 2]
     assert ckpt['config']['TRAIN']['BASE_LR'] == 5e-4

@@ -231,14 +231,24 @@ def _is_torchscript_archive(path: str) -> bool:
         return any(n.endswith('constants.pkl') for n in archive.namelist())
 
 
+def _has_globals_outside_weights_only(path: str) -> bool:
+    """True when a zip checkpoint's pickle names globals ``weights_only`` refuses (e.g. the original's yacs
+    config); scanned without loading any tensor, so such files are not read twice. False when unsure."""
+    try:
+        return bool(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # legacy format, TorchScript, corrupt: let torch.load report it
+        return False
+
+
 def _torch_load(path: str, map_location: Any, mmap: bool) -> Any:
     """``torch.load`` with ``weights_only=True``, then, when that refuses, with the restricted unpickler."""
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError:
-        pass  # either a global outside torch's allow-list (e.g. a yacs CfgNode) or not a pickle at all
-    except Exception as e:  # truncated zip, wrong magic number, TorchScript archive, ...
-        raise _unreadable(path, e) from None
+    if not _has_globals_outside_weights_only(path):
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        except pickle.UnpicklingError:
+            pass  # either a global outside torch's allow-list (legacy format) or not a pickle at all
+        except Exception as e:  # truncated zip, wrong magic number, TorchScript archive, ...
+            raise _unreadable(path, e) from None
     if _is_torchscript_archive(path):
         raise CheckpointError(f'{path}: is a TorchScript archive, not a checkpoint (load it with torch.jit.load)')
     try:
