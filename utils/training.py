@@ -1,0 +1,213 @@
+"""Training-run bookkeeping for ``main.py``: loss, mixed precision, which checkpoint to resume, what a
+checkpoint holds, how it is written and restored, and skipping the finished part of an epoch.
+
+How it differs from the original (spec 4.6, 4.7, 7.12, 7.14, 7.21):
+
+* Mixed precision is native ``torch.autocast`` (``TRAIN.AMP: none|fp16|bf16``; apex O1/O2 map to fp16)
+  with a ``GradScaler`` for fp16 only.
+* Resume: an explicit ``--resume`` / ``MODEL.RESUME`` always wins; ``TRAIN.AUTO_RESUME`` looks for
+  ``OUTPUT/last.pth`` only when nothing was given, and never in ``--eval`` (the original swapped in the
+  newest ``*pth`` file even then).
+* One checkpoint per save, written once (atomically) and published under its names by hard links:
+  ``ckpt_epoch_N.pth`` every ``SAVE_FREQ`` epochs and at the last epoch, ``best.pth`` when validation
+  improved, ``last.pth`` always and last of all, so ``last.pth`` is the commit point of an epoch.
+  It is written after validation, so ``max_accuracy`` is current (the original saved before).
+* Contents: model, optimizer, lr_scheduler, scaler, ema, mixup (generator), epoch (last completed),
+  epoch_step (optimizer updates already done in the next epoch, > 0 only after a preemption), step
+  (updates done in total), max_accuracy, config (YAML text, not a pickled CfgNode) and rng. Everything
+  is plain data, so checkpoints load with ``weights_only=True``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from contextlib import nullcontext
+from typing import Any, Dict, Iterator, List, Optional
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+
+from utils.checkpoint import find_auto_resume, save_checkpoint
+from utils.misc import publish_file
+
+_logger = logging.getLogger(__name__)
+
+AMP_DTYPES = {'none': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or inf on at least one rank; training stops without saving."""
+
+
+class PreemptedError(Exception):
+    """Raised after a preemption checkpoint was written; ``main`` exits with code 0."""
+
+
+# ------------------------------------------------------------------------------------------------ loss, AMP
+def build_criterion(config: Any, mixup_enabled: bool) -> nn.Module:
+    """Soft-target CE after mixup/cutmix; label-smoothing CE (``MODEL.LABEL_SMOOTHING`` > 0) or CE otherwise."""
+    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+    if mixup_enabled:
+        return SoftTargetCrossEntropy()
+    if config.MODEL.LABEL_SMOOTHING > 0:
+        return LabelSmoothingCrossEntropy(smoothing=config.MODEL.LABEL_SMOOTHING)
+    return nn.CrossEntropyLoss()
+
+
+def amp_dtype(config: Any, device: torch.device) -> Optional[torch.dtype]:
+    """Autocast dtype of ``TRAIN.AMP`` on ``device`` (None = fp32); falls back to fp32 with a warning
+    where the device cannot autocast to it."""
+    dtype = AMP_DTYPES[config.TRAIN.AMP]
+    if dtype is None:
+        return None
+    if device.type == 'cuda' and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        _logger.warning('TRAIN.AMP bf16: this GPU has no bf16 support; training in fp32')
+        return None
+    if not torch.amp.autocast_mode.is_autocast_available(device.type):
+        _logger.warning(f'TRAIN.AMP {config.TRAIN.AMP}: autocast is not available on {device.type}; fp32')
+        return None
+    return dtype
+
+
+def autocast(device: torch.device, dtype: Optional[torch.dtype]):
+    """``torch.autocast`` context for ``dtype`` (a no-op context for None)."""
+    return torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def build_grad_scaler(device: torch.device, dtype: Optional[torch.dtype]) -> torch.amp.GradScaler:
+    """A loss scaler, enabled for fp16 only (bf16 has fp32's range and needs none)."""
+    return torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+
+# ------------------------------------------------------------------------------------------------ resume
+def resolve_resume(config: Any) -> Optional[str]:
+    """The checkpoint to start from: ``MODEL.RESUME`` if set, else (training only, ``TRAIN.AUTO_RESUME``)
+    ``OUTPUT/last.pth`` when it exists, else None. ``--eval`` requires ``MODEL.RESUME``."""
+    if config.MODEL.RESUME:
+        return config.MODEL.RESUME
+    if config.EVAL_MODE:
+        raise ValueError('--eval needs the checkpoint to evaluate: pass --resume CHECKPOINT '
+                         '(auto-resume never applies to --eval)')
+    if config.TRAIN.AUTO_RESUME:
+        return find_auto_resume(config.OUTPUT)
+    return None
+
+
+def restore_training_state(checkpoint: Dict[str, Any], *, optimizer: torch.optim.Optimizer, scheduler: Any,
+                           scaler: torch.amp.GradScaler, ema: Any = None) -> Dict[str, Any]:
+    """Restore optimizer, scaler and EMA from ``checkpoint`` (the model is loaded by the caller).
+
+    Returns ``start_epoch``, ``start_step`` (updates to skip in ``start_epoch``), ``max_accuracy``,
+    ``rng`` (to restore at the right moment, see ``main.train``) and ``mixup`` (its generator state).
+    The scheduler position follows from epoch and step, so a checkpoint of the original (timm scheduler
+    dict, no step) resumes at the epoch boundary. Parts that do not fit (the original's optimizer groups)
+    are reported and left fresh.
+    """
+    if 'optimizer' in checkpoint and checkpoint['optimizer'] is not None:
+        try:
+            optimizer.load_state_dict(checkpoint['optimizer'])
+        except (ValueError, KeyError) as e:
+            _logger.warning(f'optimizer state in the checkpoint does not fit this optimizer ({e}): starting it fresh')
+    if checkpoint.get('lr_scheduler'):
+        scheduler.load_state_dict(checkpoint['lr_scheduler'])
+    if scaler.is_enabled() and checkpoint.get('scaler'):
+        scaler.load_state_dict(checkpoint['scaler'])
+    if ema is not None:
+        if checkpoint.get('ema'):
+            ema.load_state_dict(checkpoint['ema'])
+        else:
+            _logger.warning('TRAIN.EMA is on but the checkpoint has no EMA weights: the average restarts from them')
+    epoch = int(checkpoint.get('epoch', -1))
+    return {'start_epoch': epoch + 1, 'start_step': int(checkpoint.get('epoch_step', 0) or 0),
+            'max_accuracy': float(checkpoint.get('max_accuracy', 0.0) or 0.0),
+            'rng': checkpoint.get('rng'), 'mixup': checkpoint.get('mixup')}
+
+
+# ------------------------------------------------------------------------------------------------ saving
+def checkpoint_names(epoch: int, total_epochs: int, save_freq: int, improved: bool) -> List[str]:
+    """File names a completed ``epoch`` is saved under, ``last.pth`` last (the commit point)."""
+    names = []
+    if (save_freq > 0 and epoch % save_freq == 0) or epoch == total_epochs - 1:
+        names.append(f'ckpt_epoch_{epoch}.pth')
+    if improved:
+        names.append('best.pth')
+    names.append('last.pth')
+    return names
+
+
+def write_checkpoint(output_dir: str, names: List[str], state: Dict[str, Any]) -> List[str]:
+    """Write ``state`` once under ``names[0]`` and publish it under the other names (in order)."""
+    paths = [os.path.join(output_dir, name) for name in names]
+    save_checkpoint(paths[0], state)
+    for path in paths[1:]:
+        publish_file(paths[0], path)
+    _logger.info(f"saved {', '.join(paths)}")
+    return paths
+
+
+# ------------------------------------------------------------------------------------------------ throughput
+@torch.no_grad()
+def measure_throughput(config: Any, model: torch.nn.Module, device: torch.device) -> float:
+    """``--throughput``: clips/s of the model on DATA.BATCH_SIZE clips of the configured size, after warm-up
+    (the original had the config key but no code). Random uint8 clips are normalised on the device."""
+    from datasets import normalize_clip as normalize
+    model.eval()
+    batch = config.DATA.BATCH_SIZE
+    shape = (batch, config.DATA.NUM_FRAMES, 3, config.DATA.IMG_SIZE, config.DATA.IMG_SIZE)
+    clips = normalize(torch.randint(0, 256, shape, dtype=torch.uint8, device=device))
+    dtype = amp_dtype(config, device)
+    warmup, iters = (10, 30) if device.type == 'cuda' else (2, 5)
+    for i in range(warmup + iters):
+        if i == warmup:
+            if device.type == 'cuda':
+                torch.cuda.synchronize(device)
+            start = time.time()
+        with autocast(device, dtype):
+            model(clips)
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+    throughput = batch * iters / (time.time() - start)
+    _logger.info(f'throughput: {throughput:.1f} clips/s ({config.MODEL.NAME}, batch {batch}, '
+                f'{config.DATA.NUM_FRAMES} frames of {config.DATA.IMG_SIZE}px, AMP {config.TRAIN.AMP}, '
+                f'{device}, after {warmup} warm-up iterations)')
+    return throughput
+
+
+# ------------------------------------------------------------------------------------------------ skipping
+class _SkipSampler(Sampler):
+    """Yields ``sampler``'s indices from position ``start`` on (cheap: indices only, no data loaded)."""
+
+    def __init__(self, sampler: Any, start: int) -> None:
+        self.sampler = sampler
+        self.start = start
+
+    def __iter__(self) -> Iterator[int]:
+        for position, index in enumerate(self.sampler):
+            if position >= self.start:
+                yield index
+
+    def __len__(self) -> int:
+        return max(0, len(self.sampler) - self.start)
+
+
+def skip_first_batches(loader: DataLoader, num_batches: int) -> DataLoader:
+    """A loader over the same dataset that starts ``num_batches`` batches into ``loader``'s epoch.
+
+    Used to resume mid-epoch: the sampler's order is a function of (seed, epoch) and the data
+    randomness of (seed, epoch, index), so the remaining batches are exactly those of an uninterrupted
+    run. Call ``set_epoch`` on the original sampler first.
+    """
+    if num_batches <= 0:
+        return loader
+    if loader.batch_size is None:
+        raise ValueError('skip_first_batches: the loader must batch with a fixed batch_size')
+    kwargs = dict(batch_size=loader.batch_size, sampler=_SkipSampler(loader.sampler, num_batches * loader.batch_size),
+                  num_workers=loader.num_workers, collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
+                  drop_last=loader.drop_last, timeout=loader.timeout, worker_init_fn=loader.worker_init_fn,
+                  generator=loader.generator)
+    if loader.num_workers > 0:
+        kwargs.update(prefetch_factor=loader.prefetch_factor, persistent_workers=False,
+                      multiprocessing_context=loader.multiprocessing_context)
+    return DataLoader(loader.dataset, **kwargs)
