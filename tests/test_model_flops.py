@@ -1,0 +1,56 @@
+"""utils.flops: parameter and MAC counts of one view (the original's get_flops.py figure)."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from models import VideoFocalNet
+from utils.flops import count_gmacs, count_params, main
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _expected_macs(model, frames, size):
+    """Convolution + linear MACs of a tubelet-1 Video-FocalNet, counted by hand from the architecture."""
+    total = 0
+    side = size // 4
+    total += frames * side * side * model.patch_embed.proj.weight.numel()  # stem conv (3*16*C0 per output)
+    for stage in model.layers:
+        tokens = frames * side * side
+        for blk in stage.blocks:
+            mod = blk.modulation
+            c = mod.dim
+            total += tokens * (mod.f.weight.numel() + mod.f_temporal.weight.numel() + 2 * c * c + c * c)  # f, f_t, h, h_t, proj
+            total += tokens * sum(k * k * c for k in mod.kernel_sizes)  # depthwise spatial
+            total += tokens * sum(k * c * c for k in mod.kernel_sizes)  # dense temporal
+            total += tokens * (blk.mlp.fc1.weight.numel() + blk.mlp.fc2.weight.numel())
+        if stage.downsample is not None:
+            side //= 2
+            total += frames * side * side * stage.downsample.proj.weight.numel()
+    total += model.head.weight.numel()
+    return total / 1e9
+
+
+def test_count_matches_hand_count():
+    with torch.device('meta'):
+        model = VideoFocalNet(embed_dim=16, depths=[1, 2, 1, 1], num_classes=10, num_frames=4, img_size=64)
+    assert count_gmacs(model, (1, 4, 3, 64, 64)) == pytest.approx(_expected_macs(model, 4, 64), rel=1e-9)
+    assert count_params(model) == sum(p.numel() for p in model.parameters())
+
+
+def test_cli_tiny_config(capsys):
+    main(['--cfg', os.path.join(REPO_ROOT, 'configs', 'toy', 'video-focalnet_toy.yaml'),
+          '--opts', 'DATA.NUM_FRAMES', '4'])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == 'params: 631366'
+    assert lines[1].startswith('gmacs_per_view: ')
+    assert float(lines[1].split()[1]) == pytest.approx(0.033, abs=5e-4)
+
+
+def test_cli_video_focalnet_tiny_published_figure():
+    """The figure of the original README / get_flops.py: 49.55M parameters, 63.0 GMACs per 8x224^2 view."""
+    out = subprocess.run([sys.executable, '-m', 'utils.flops', '--cfg', 'configs/kinetics400/video-focalnet_tiny.yaml'],
+                         cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ['params: 49553272', 'gmacs_per_view: 63.0']
