@@ -50,7 +50,7 @@ def resize_bilinear(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def overlay_heatmap(frame: np.ndarray, heat: np.ndarray, alpha: float = 0.6,
-                    cmap: str = 'viridis') -> np.ndarray:
+                    cmap: str = 'viridis', gray: bool = True) -> np.ndarray:
     """Blend a heat map over an RGB frame.
 
     Args:
@@ -58,10 +58,14 @@ def overlay_heatmap(frame: np.ndarray, heat: np.ndarray, alpha: float = 0.6,
         heat: (h, w) map already scaled to [0, 1]; upsampled bilinearly to (H, W).
         alpha: weight of the heat map colour (0 = frame only, 1 = heat map only).
         cmap: colour map name.
+        gray: blend over the frame's luminance, so that its colours do not mix with the map's.
     """
     h, w = frame.shape[:2]
     colour = apply_colormap(resize_bilinear(heat, (h, w)), cmap).astype(np.float32)
-    out = (1.0 - alpha) * frame.astype(np.float32) + alpha * colour
+    base = frame.astype(np.float32)
+    if gray:
+        base = np.repeat((base @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[..., None], 3, axis=-1)
+    out = (1.0 - alpha) * base + alpha * colour
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 

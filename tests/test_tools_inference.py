@@ -1,0 +1,143 @@
+"""tools/predict.py and tools/visualize.py on tiny encoded videos with a random tiny checkpoint."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from datasets import build_eval_loader, normalize_clip, write_video
+from models import build_model
+from tools import predict, visualize
+from utils.checkpoint import save_checkpoint
+from utils.config import config_to_yaml, load_config
+
+# SSv2-style names: commas inside names
+NAMES = ['Pushing something from left to right', 'Moving something up, then down', 'Holding something',
+         'Tearing something, just a little bit', 'Dropping something']
+FRAMES, SIZE = 4, 32
+
+
+def _opts(tmp, **extra):
+    opts = {'DATA.LABEL_LIST': str(tmp / 'labels.csv'), 'DATA.NUM_CLASSES': len(NAMES),
+            'MODEL.NUM_CLASSES': len(NAMES), 'DATA.IMG_SIZE': SIZE, 'DATA.INPUT_SIZE': SIZE,
+            'DATA.NUM_FRAMES': FRAMES, 'DATA.DECODER': 'pyav', 'DATA.NUM_WORKERS': 0, 'DATA.ROOT': '',
+            'DATA.VAL_FILE': str(tmp / 'val.csv'), 'OUTPUT': str(tmp / 'out'), 'TEST.FINAL_NUM_CLIP': 2,
+            'TEST.FINAL_NUM_CROP': 3, **extra}
+    return [str(x) for kv in opts.items() for x in kv]
+
+
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():
+    # tiny tensors: a second intra-op thread only adds synchronisation (and stalls on a busy machine)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope='module')
+def setup(tmp_path_factory, one_thread):
+    tmp = tmp_path_factory.mktemp('tools')
+    rng = np.random.default_rng(0)
+    videos = tmp / 'videos'
+    os.makedirs(videos / 'sub')
+    # moving bright square on noise, 12 frames, 48x64 (not square: crops matter)
+    for i, name in enumerate(['a.mp4', 'sub/b.webm', 'c.mp4']):
+        frames = rng.integers(0, 80, (12, 48, 64, 3), dtype=np.uint8)
+        for t in range(12):
+            frames[t, 10:26, 4 * t + i:4 * t + i + 16] = 255
+        write_video(str(videos / name), frames, fps=10, codec='libvpx-vp9' if name.endswith('webm') else 'libx264')
+    (videos / 'broken.mp4').write_bytes(b'\x00\x00\x00\x18ftypmp42 truncated')
+    (videos / 'notes.txt').write_text('not a video')
+    (tmp / 'labels.csv').write_text('id,name\n' + ''.join(f'{i},{n}\n' for i, n in enumerate(NAMES)))
+    (tmp / 'val.csv').write_text(f"{videos / 'a.mp4'},0\n{videos / 'c.mp4'},2\n")
+    config = load_config('configs/toy/video-focalnet_toy.yaml', _opts(tmp))
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    ckpt = tmp / 'ckpt.pth'
+    save_checkpoint(ckpt, {'model': model.state_dict(), 'config': config_to_yaml(config), 'epoch': 0})
+    return dict(tmp=tmp, videos=videos, config=config, model=model, ckpt=str(ckpt))
+
+
+def test_predict_names_json_and_unreadable(setup, capsys):
+    tmp, videos = setup['tmp'], setup['videos']
+    out = tmp / 'pred.json'
+    rc = predict.main(['--resume', setup['ckpt'], str(videos), str(tmp / 'missing.mp4'), '--topk', '3',
+                       '--views', '2x3', '--json', str(out), '--workers', '0', '--device', 'cpu'])
+    captured = capsys.readouterr()
+    assert rc == 1  # some videos failed
+    errors = [line for line in captured.err.splitlines() if line.startswith('error:')]
+    assert len(errors) == 2 and any('broken.mp4' in e for e in errors) and any('missing.mp4' in e for e in errors)
+    result = json.loads(out.read_text())
+    assert [os.path.relpath(p['video'], videos) for p in result['predictions']] == ['a.mp4', 'c.mp4', 'sub/b.webm']
+    assert sorted(os.path.basename(u['video']) for u in result['unreadable']) == ['broken.mp4', 'missing.mp4']
+    for pred in result['predictions']:
+        top = pred['top']
+        assert len(top) == 3 and all(p['name'] == NAMES[p['class_id']] for p in top)
+        probs = [p['probability'] for p in top]
+        assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+        assert f"{top[0]['probability']:7.2%}  {top[0]['name']}" in captured.out
+    assert 'Moving something up, then down' in captured.out
+
+
+def test_predict_matches_evaluation_pipeline(setup):
+    """Same decode, views and score rule as main.py's evaluation of the same files."""
+    config, model = setup['config'], setup['model']
+    paths = [str(setup['videos'] / 'a.mp4'), str(setup['videos'] / 'c.mp4')]
+    preds, unreadable = predict.predict(model, config, paths, num_clip=2, num_crop=3, topk=5)
+    assert not unreadable
+    _, loader = build_eval_loader(config, num_clip=2, num_crop=3)
+    with torch.no_grad():
+        for batch in loader:
+            for imgs, index in zip(batch['imgs'], batch['index']):
+                probs = model(normalize_clip(imgs)).softmax(-1).mean(0)  # (V, K) -> (K,)
+                got = {p['class_id']: p['probability'] for p in preds[int(index)]['top']}
+                assert got == pytest.approx({c: float(probs[c]) for c in range(len(NAMES))}, abs=1e-5)
+
+
+def test_predict_checkpoint_mismatch_names_keys(setup, capsys):
+    tmp = setup['tmp']
+    rc = predict.main(['--cfg', 'configs/toy/video-focalnet_toy.yaml', '--resume', setup['ckpt'],
+                       str(setup['videos'] / 'a.mp4'), '--workers', '0', '--opts'] + _opts(tmp, **{
+                           'MODEL.FOCAL.EMBED_DIM': 24}))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1
+    assert 'patch_embed.proj.weight: checkpoint [16, 3, 4, 4] vs model [24, 3, 4, 4]' in err[0]
+
+
+def test_visualize_png_and_gif(setup, capsys):
+    out = setup['tmp'] / 'vis'
+    rc = visualize.main([str(setup['videos'] / 'a.mp4'), '--resume', setup['ckpt'], '--out', str(out),
+                         '--stage', '0', '--cell', '64', '--device', 'cpu'])
+    assert rc == 0, capsys.readouterr().err
+    png = Image.open(out / 'a_modulators.png')
+    png.load()
+    gif = Image.open(out / 'a_modulators.gif')
+    assert png.format == 'PNG' and gif.format == 'GIF' and gif.n_frames == FRAMES
+    # FRAMES rows and 3 columns of 64-px cells, plus labels
+    assert 3 * 64 < png.width < 3 * 64 + 150 and FRAMES * 64 < png.height < FRAMES * 64 + 120
+    arr = np.asarray(png.convert('RGB')).astype(float)
+    assert arr.std() > 20
+    gif.seek(FRAMES - 1)
+    assert np.asarray(gif.convert('RGB')).std() > 20
+    # heat-map columns differ from the input column: the maps are drawn
+    cells = visualize.visualize(setup['model'], _first_view(setup), stage=0, block=-1)
+    assert cells['key'] == 'layers.0.blocks.0'
+    assert cells['spatial'].shape == (FRAMES, SIZE // 4, SIZE // 4)
+    assert cells['spatial'].std() > 0 and cells['temporal'].std() > 0
+    assert cells['spatial'].min() >= 0 and cells['spatial'].max() <= 1
+
+
+def _first_view(setup):
+    from tools import _common
+    dataset = _common.eval_dataset(setup['config'], [str(setup['videos'] / 'a.mp4')], 1, 1)
+    return dataset[0]['imgs'][0]
+
+
+def test_visualize_bad_block_is_one_line(setup, capsys):
+    rc = visualize.main([str(setup['videos'] / 'a.mp4'), '--resume', setup['ckpt'], '--out',
+                         str(setup['tmp'] / 'vis2'), '--stage', '0', '--block', '5', '--device', 'cpu'])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and err == ['error: --block 5: stage 0 has blocks 0..0']

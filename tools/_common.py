@@ -1,0 +1,128 @@
+"""Shared pieces of the command-line tools: config + checkpoint -> model, video path expansion, devices."""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Optional, Sequence
+
+import torch
+
+_logger = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = ('.mp4', '.webm', '.mkv', '.avi', '.mov')
+
+
+def add_model_arguments(parser) -> None:
+    """The arguments every model-running tool takes: --cfg, --resume, --device, --opts."""
+    parser.add_argument('--cfg', default=None,
+                        help='config file; default: the config stored in the checkpoint')
+    parser.add_argument('--resume', required=True, metavar='CKPT', help='checkpoint with the model weights')
+    parser.add_argument('--device', default=None, choices=('cpu', 'cuda'),
+                        help='default: cuda when available, else cpu')
+    parser.add_argument('--opts', nargs='+', default=[], metavar='KEY VALUE',
+                        help="config overrides, e.g. --opts DATA.NUM_FRAMES 16")
+
+
+def resolve_device(name: Optional[str]) -> torch.device:
+    """``cuda``/``cpu``; ``None`` picks cuda when available. Asking for cuda without a GPU is an error."""
+    if name is None:
+        name = 'cuda' if torch.cuda.is_available() else 'cpu'
+    if name == 'cuda' and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda: no CUDA device is available (use --device cpu)")
+    return torch.device(name)
+
+
+def load_tool_config(cfg: Optional[str], checkpoint: dict, ckpt_path: str, opts: Sequence[str] = ()):
+    """The config for a tool: ``--cfg`` plus ``--opts``, or else the config text stored in the checkpoint.
+
+    Args:
+        cfg: config file given on the command line, or None.
+        checkpoint: the loaded checkpoint (``utils.checkpoint.load_checkpoint_file``).
+        ckpt_path: its path, for messages.
+        opts: ``KEY VALUE`` overrides.
+    """
+    from utils.config import ConfigError, config_from_yaml_text, load_config, merge_opts
+
+    if cfg:
+        return load_config(cfg, list(opts), resume=ckpt_path)
+    text = checkpoint.get('config')
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError(f"{ckpt_path}: the checkpoint stores no config text; pass --cfg CONFIG")
+    config = config_from_yaml_text(text)
+    merge_opts(config, opts)
+    config.defrost()
+    config.MODEL.RESUME = ckpt_path
+    config.freeze()
+    return config
+
+
+def load_model(config, checkpoint: dict, device: torch.device) -> torch.nn.Module:
+    """``build_model(config)`` with the checkpoint's weights (strict: a mismatch names the keys), in eval mode."""
+    from models import build_model
+    from utils.checkpoint import load_model_weights
+
+    model = build_model(config)
+    load_model_weights(model, checkpoint, strict=True)
+    return model.to(device).eval()
+
+
+def expand_videos(paths: Sequence[str]) -> list:
+    """Files as given; folders become the video files inside them (recursively, sorted by path).
+
+    A path that does not exist is kept: the caller reports it as unreadable with the others.
+    """
+    out = []
+    for p in paths:
+        if os.path.isdir(p):
+            found = []
+            for root, _, files in os.walk(p):
+                found += [os.path.join(root, f) for f in files if f.lower().endswith(VIDEO_EXTENSIONS)]
+            if not found:
+                _logger.warning("%s: folder holds no video files (%s)", p, ' '.join(VIDEO_EXTENSIONS))
+            out += sorted(found)
+        else:
+            out.append(p)
+    return out
+
+
+def parse_views(text: str) -> tuple:
+    """``'4x3'`` -> (4 clips, 3 crops); crops must be 1 or 3 (as in evaluation)."""
+    try:
+        clips, crops = (int(v) for v in text.lower().split('x'))
+    except ValueError:
+        raise ValueError(f"--views {text!r}: expected CLIPSxCROPS, e.g. 4x3") from None
+    if clips < 1 or crops not in (1, 3):
+        raise ValueError(f"--views {text!r}: expected at least 1 clip and 1 or 3 crops")
+    return clips, crops
+
+
+def eval_dataset(config, paths: Sequence[str], num_clip: int, num_crop: int):
+    """The evaluation pipeline of ``datasets.build_dataset(config, 'val')`` over a list of video files.
+
+    Same decoder, frame sampler and test crops; every path gets label -1 (unknown). Unreadable videos are
+    returned as markers (TEST.ON_UNREADABLE 'skip'), never substituted.
+    """
+    from datasets import VideoDataset
+    from datasets.loader import build_frame_sampler
+    from datasets.transforms import EvalTransform
+
+    return VideoDataset([(p, -1) for p in paths], 'eval', frame_sampler=build_frame_sampler(config),
+                        transform=EvalTransform(config.DATA.INPUT_SIZE, num_crop), decoder=config.DATA.DECODER,
+                        seed=config.SEED, num_clip=num_clip, on_unreadable='skip', source='<command line>')
+
+
+def class_names(config) -> list:
+    """Names by class id from ``DATA.LABEL_LIST``; ``class <id>`` when the list is missing or too short."""
+    from datasets import read_label_list
+
+    k = config.MODEL.NUM_CLASSES
+    path = config.DATA.LABEL_LIST
+    names = list(read_label_list(path)) if path and os.path.isfile(path) else []
+    if len(names) != k:
+        if names:
+            _logger.warning("%s has %d names but the model has %d classes: unnamed classes are shown by id",
+                            path, len(names), k)
+        else:
+            _logger.warning("DATA.LABEL_LIST %r not found: classes are shown by id", path)
+        names = names[:k] + [f'class {i}' for i in range(len(names), k)]
+    return names
