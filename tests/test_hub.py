@@ -1,0 +1,62 @@
+"""hubconf.py and the timm names load a local checkpoint into the same model as build_model + load_state_dict."""
+import os
+
+import pytest
+import timm
+import torch
+
+import models  # noqa: F401  (registers the timm names)
+from models import build_model
+from utils.checkpoint import CheckpointError, save_checkpoint
+from utils.config import config_to_yaml, load_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# a toy-sized tiny: the hub/timm kwargs below describe the same architecture as these config overrides
+OPTS = ['DATA.NUM_FRAMES', '4', 'DATA.IMG_SIZE', '32', 'DATA.INPUT_SIZE', '32', 'DATA.NUM_CLASSES', '5',
+        'MODEL.NUM_CLASSES', '5', 'MODEL.FOCAL.DEPTHS', '[1, 1, 2, 1]', 'MODEL.FOCAL.EMBED_DIM', '16']
+KWARGS = dict(embed_dim=16, depths=(1, 1, 2, 1), num_frames=4, img_size=32)
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    config = load_config('configs/toy/video-focalnet_toy.yaml', OPTS)
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    path = str(tmp_path_factory.mktemp('hub') / 'toy.pth')
+    save_checkpoint(path, {'model': model.state_dict(), 'config': config_to_yaml(config), 'optimizer': {}})
+    torch.manual_seed(1)
+    x = torch.randn(2, 4, 3, 32, 32)
+    fresh = build_model(config).eval()
+    fresh.load_state_dict(torch.load(path, weights_only=True)['model'])
+    with torch.no_grad():
+        logits = fresh(x)
+    yield dict(path=path, x=x, logits=logits)
+    torch.set_num_threads(threads)
+
+
+def _logits(model, x):
+    with torch.no_grad():
+        return model.eval()(x)
+
+
+def test_torch_hub_local_checkpoint(reference):
+    model = torch.hub.load(REPO, 'video_focalnet_tiny', source='local', checkpoint=reference['path'],
+                           num_classes=5, **KWARGS)
+    assert torch.equal(_logits(model, reference['x']), reference['logits'])
+    import hubconf
+    assert hubconf.dependencies == ['torch', 'timm', 'yacs']
+    assert all(callable(getattr(hubconf, f'video_focalnet_{s}')) for s in ('tiny', 'small', 'base'))
+
+
+def test_torch_hub_mismatch_is_an_error(reference):
+    with pytest.raises(CheckpointError, match='head.weight: checkpoint \\[5, 128\\] vs model \\[7, 128\\]'):
+        torch.hub.load(REPO, 'video_focalnet_tiny', source='local', checkpoint=reference['path'],
+                       num_classes=7, **KWARGS)
+
+
+def test_timm_pretrained_file(reference):
+    model = timm.create_model('video_focalnet_tiny', pretrained=True, num_classes=5,
+                              pretrained_cfg_overlay=dict(file=reference['path']), **KWARGS)
+    assert torch.equal(_logits(model, reference['x']), reference['logits'])
