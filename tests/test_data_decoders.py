@@ -1,0 +1,161 @@
+"""Decoder backends: identical frames on H.264 mp4 and VP9 webm, every unreadable case as VideoDecodeError."""
+import numpy as np
+import pytest
+
+from datasets import decoders
+from datasets.decoders import VideoDecodeError, available_backends, open_video, write_video
+
+BACKENDS = available_backends()
+pytestmark = pytest.mark.skipif(not BACKENDS, reason='no video decoder installed')
+
+
+def stamped_frames(num_frames=45, height=24, width=32, seed=0):
+    """Textured frames that differ from each other (a moving block and a per-frame stamp)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    base = np.stack([xx * 200 // width + 20, yy * 200 // height + 20, np.full_like(xx, 90)], axis=-1)
+    base = (base + rng.integers(0, 8, (height, width, 1))).astype(np.uint8)   # smooth, codec-friendly
+    frames = np.repeat(base[None], num_frames, axis=0)
+    for i in range(num_frames):
+        frames[i, :4, :4] = (i * 5) % 256
+        x = (i * 2) % (width - 6)
+        frames[i, 10:16, x:x + 6] = 255
+    return frames
+
+
+@pytest.fixture(scope='module')
+def videos(tmp_path_factory):
+    root = tmp_path_factory.mktemp('decoders')
+    frames = stamped_frames()
+    paths = {
+        # short GOPs with B-frames, so that seeking and frame reordering are exercised
+        'mp4': write_video(str(root / 'a.mp4'), frames, options={'g': 8, 'bf': 2}),
+        'webm': write_video(str(root / 'a.webm'), frames, codec='libvpx-vp9', options={'g': 8}),
+        'faststart': write_video(str(root / 'fast.mp4'), frames, faststart=True),
+    }
+    return root, paths, frames
+
+
+@pytest.mark.parametrize('kind', ['mp4', 'webm'])
+def test_backends_give_identical_frames(videos, kind):
+    if len(BACKENDS) < 2:
+        pytest.skip('needs both decord and PyAV')
+    _, paths, frames = videos
+    readers = [open_video(paths[kind], backend) for backend in ('decord', 'pyav')]
+    for reader in readers:
+        assert (reader.num_frames, reader.height, reader.width) == (45, 24, 32)
+        assert reader.fps == pytest.approx(30.0)
+    everything = [r.get_frames(range(45)) for r in readers]
+    assert (everything[0] == everything[1]).all()
+    # the decode is close to the source (lossy codec) and in the right order (the stamp)
+    assert np.abs(everything[0].astype(int) - frames.astype(int)).mean() < 12
+    block_x = everything[0][:, 10:16].mean(axis=(1, 3)).reshape(45, -1)      # (frame, column)
+    block_x = np.array([np.convolve(row, np.ones(6), 'valid').argmax() for row in block_x])
+    assert (np.abs(block_x - (np.arange(45) * 2) % 26) <= 1).all()
+    rng = np.random.default_rng(0)
+    for _ in range(6):   # random subsets, unsorted, with repeats
+        idx = rng.integers(0, 45, size=rng.integers(1, 10))
+        a, b = (r.get_frames(idx) for r in readers)
+        assert (a == b).all() and (a == everything[0][idx]).all()
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+def test_get_frames_edge_cases(videos, backend):
+    _, paths, _ = videos
+    with open_video(paths['mp4'], backend) as reader:
+        assert reader.get_frames([]).shape == (0, 24, 32, 3)
+        assert reader.get_frames([44, 0, 44]).shape == (3, 24, 32, 3)
+        with pytest.raises(ValueError, match=r'\[0, 45\)'):
+            reader.get_frames([45])
+
+
+def _truncated_after_header(src, dst):
+    """Cut a faststart mp4 (index first) right after the 20th frame's data: the header still lists 45."""
+    import av
+    with av.open(src) as container:
+        stream = container.streams.video[0]
+        packets = [(p.pos, p.size) for p in container.demux(stream) if p.size]
+    end = packets[19][0] + packets[19][1]
+    with open(src, 'rb') as f:
+        data = f.read()
+    with open(dst, 'wb') as f:
+        f.write(data[:end])
+    return dst
+
+
+def make_unreadable(root, src_mp4, src_fast):
+    import av
+    cases = {}
+    cases['missing'] = str(root / 'missing.mp4')
+    cases['empty'] = str(root / 'empty.mp4')
+    open(cases['empty'], 'wb').close()
+    with open(src_mp4, 'rb') as f:
+        data = f.read()
+    cases['truncated'] = str(root / 'truncated.mp4')        # index at the end: cutting loses it
+    with open(cases['truncated'], 'wb') as f:
+        f.write(data[:len(data) // 2])
+    cases['garbage'] = str(root / 'garbage.mp4')
+    with open(cases['garbage'], 'wb') as f:
+        f.write(b'not a video at all ' * 50)
+    cases['zero_frames'] = str(root / 'audio_only.mp4')      # a valid container without video frames
+    with av.open(cases['zero_frames'], 'w') as container:
+        stream = container.add_stream('aac', rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format='fltp', layout='mono')
+        frame.sample_rate = 8000
+        for packet in list(stream.encode(frame)) + list(stream.encode()):
+            container.mux(packet)
+    cases['header_claims_more'] = _truncated_after_header(src_fast, str(root / 'cut_after_header.mp4'))
+    cases['directory'] = str(root)
+    return cases
+
+
+EXPECTED = {'missing': 'file not found', 'empty': 'empty file', 'truncated': 'cannot open',
+            'garbage': 'cannot open', 'zero_frames': '', 'header_claims_more': 'header claims 45 frames',
+            'directory': 'is a directory'}
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+def test_every_unreadable_case_raises_video_decode_error(videos, backend):
+    root, paths, _ = videos
+    cases = make_unreadable(root, paths['mp4'], paths['faststart'])
+    for name, path in cases.items():
+        with pytest.raises(VideoDecodeError) as info:
+            with open_video(path, backend) as reader:
+                reader.get_frames([0, reader.num_frames - 1])
+        assert info.value.path == path and info.value.reason, name
+        assert EXPECTED[name] in info.value.reason, (name, info.value.reason)
+        assert str(info.value).startswith(path)
+
+
+def test_decoder_exceptions_are_mapped(videos, monkeypatch):
+    _, paths, _ = videos
+    if 'decord' in BACKENDS:
+        reader = open_video(paths['mp4'], 'decord')
+
+        class Broken:
+            def get_batch(self, indices):
+                raise RuntimeError('[10:00:00] /src/video_reader.cc:1: Error: decoder exploded')
+
+        reader._reader = Broken()
+        with pytest.raises(VideoDecodeError, match='decoder exploded'):
+            reader.get_frames([3])
+    reader = open_video(paths['mp4'], 'pyav')
+    monkeypatch.setattr(reader, '_decode_seeking', lambda wanted: 1 / 0)
+    with pytest.raises(VideoDecodeError, match='ZeroDivisionError'):
+        reader.get_frames([3])
+
+
+def test_error_survives_pickling():
+    import pickle
+    err = pickle.loads(pickle.dumps(VideoDecodeError('/x.mp4', 'file not found')))
+    assert (err.path, err.reason, str(err)) == ('/x.mp4', 'file not found', '/x.mp4: file not found')
+
+
+def test_backend_choice(monkeypatch):
+    assert decoders.resolve_backend('auto') == BACKENDS[0]
+    with pytest.raises(ValueError, match='DATA.DECODER'):
+        open_video('x.mp4', 'opencv')
+    monkeypatch.setattr(decoders, 'available_backends', lambda: ['pyav'])
+    assert decoders.resolve_backend('auto') == 'pyav'
+    with pytest.raises(ImportError, match="'decord' is not installed"):
+        decoders.resolve_backend('decord')
