@@ -194,3 +194,18 @@ def test_build_mixup_from_config():
     # Ranks draw different streams.
     clips, labels = torch.randn(4, 2, 3, 8, 8), torch.tensor([0, 1, 2, 3])
     assert not torch.equal(build_mixup(config, rank=0)(clips, labels)[0], mixup(clips, labels)[0])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+@pytest.mark.parametrize('mode', ['batch', 'pair', 'elem'])
+def test_device_result_equals_cpu_result(mode):
+    """Random draws happen on the CPU, so a CUDA batch is mixed exactly as the same batch on the CPU."""
+    clips, labels = _constant_clips(), torch.arange(B)
+    cpu = Mixup(num_classes=B, mode=mode, seed=11)
+    gpu = Mixup(num_classes=B, mode=mode, seed=11)
+    for _ in range(5):
+        out_cpu, targets_cpu = cpu(clips, labels)
+        out_gpu, targets_gpu = gpu(clips.cuda(), labels.cuda())
+        assert out_gpu.device.type == targets_gpu.device.type == 'cuda'
+        torch.testing.assert_close(out_gpu.cpu(), out_cpu)
+        torch.testing.assert_close(targets_gpu.cpu(), targets_cpu)
