@@ -171,7 +171,8 @@ class Mixup:
 
         Args:
             imgs: Float clips ``(B, T, C, H, W)`` (normalised), on any device.
-            labels: Int class ids ``(B,)`` (or ``(B, 1)``).
+            labels: Int class ids ``(B,)`` (or ``(B, 1)``) in ``[0, K)``; checked here for CPU tensors
+                (a check on the device would synchronise; the annotation reader checks the range).
 
         Returns:
             ``(mixed imgs, targets)``: a new tensor (the input is not modified) and float32
@@ -206,7 +207,7 @@ class Mixup:
             y1, y2, x1, x2 = (int(v) for v in self._cutmix_boxes(1, height, width)[0])
             lam = 1.0 - (y2 - y1) * (x2 - x1) / float(height * width)
             mixed = imgs.clone()
-            mixed[..., y1:y2, x1:x2] = imgs[perm][..., y1:y2, x1:x2]
+            mixed[..., y1:y2, x1:x2] = imgs[perm, ..., y1:y2, x1:x2]
         else:
             lam = float(self.rng.beta(self.mixup_alpha, self.mixup_alpha))
             lam_t = torch.tensor(lam, dtype=torch.float32, device=imgs.device)
