@@ -122,6 +122,12 @@ def test_visualize_png_and_gif(setup, capsys):
     assert arr.std() > 20
     gif.seek(FRAMES - 1)
     assert np.asarray(gif.convert('RGB')).std() > 20
+    # --palette: the same picture with 256 colours (for documentation), smaller
+    size = os.path.getsize(out / 'a_modulators.png')
+    assert visualize.main([str(setup['videos'] / 'a.mp4'), '--resume', setup['ckpt'], '--out', str(out),
+                           '--stage', '0', '--cell', '64', '--device', 'cpu', '--palette']) == 0
+    small = Image.open(out / 'a_modulators.png')
+    assert small.mode == 'P' and small.size == png.size and os.path.getsize(out / 'a_modulators.png') < size
     # heat-map columns differ from the input column: the maps are drawn
     cells = visualize.visualize(setup['model'], _first_view(setup), stage=0, block=-1)
     assert cells['key'] == 'layers.0.blocks.0'

@@ -121,7 +121,7 @@ def labelled_grid(cells: Sequence[Sequence[np.ndarray]], col_titles: Sequence[st
         cells: rows of (H, W, 3) uint8 images, all the same size.
         col_titles: one title per column, drawn above the first row.
         row_titles: one short label per row, drawn left of it (None: no label column).
-        title: a line of text above everything (empty: none).
+        title: text above everything, '\n' separates lines (empty: none).
         footer: an image pasted centred below the grid (e.g. a colour bar).
         pad: pixels between cells.
         font_size: text size in pixels.
@@ -133,14 +133,15 @@ def labelled_grid(cells: Sequence[Sequence[np.ndarray]], col_titles: Sequence[st
     fnt = font(font_size)
     line_h = text_size('Ag', fnt)[1] + 6
     label_w = (max(text_size(t, fnt)[0] for t in row_titles) + 2 * pad) if row_titles else 0
-    top = line_h + (line_h if title else 0)
+    title_lines = title.split('\n') if title else []
+    top = line_h * (1 + len(title_lines))
     grid_w = label_w + n_cols * w + (n_cols + 1) * pad
     grid_h = top + n_rows * h + (n_rows + 1) * pad
     total_h = grid_h + (footer.height + pad if footer is not None else 0)
     img = Image.new('RGB', (grid_w, total_h), BACKGROUND)
     draw = ImageDraw.Draw(img)
-    if title:
-        draw.text((pad, 3), fit_text(title, grid_w - 2 * pad, fnt), fill=TEXT, font=fnt)
+    for i, line in enumerate(title_lines):
+        draw.text((pad, 3 + i * line_h), fit_text(line, grid_w - 2 * pad, fnt), fill=TEXT, font=fnt)
     for c, name in enumerate(col_titles):
         x = label_w + pad + c * (w + pad) + w // 2
         draw.text((x, top - line_h // 2), fit_text(name, w, fnt), fill=TEXT, font=fnt, anchor='mm')

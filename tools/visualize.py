@@ -40,7 +40,7 @@ from tools import _common, _render  # noqa: E402
 
 _logger = logging.getLogger(__name__)
 
-COLUMNS = ('input', 'spatial modulator', 'temporal modulator')
+COLUMNS = ('input', 'spatial', 'temporal')  # modulator magnitudes; the colour bar says so
 
 
 def select_block(mods: dict, stage: int, block: int) -> str:
@@ -100,7 +100,7 @@ def render(frames: np.ndarray, spatial: np.ndarray, temporal: np.ndarray, title:
         rows.append([frame, _render.overlay_heatmap(frame, spatial[j], alpha),
                      _render.overlay_heatmap(frame, temporal[j], alpha)])
         labels.append(f'frame {i}')
-    bar = _render.colorbar(min(3 * size, 360), 16, low='low magnitude', high='high magnitude')
+    bar = _render.colorbar(min(3 * size, 360), 16, low='low modulator', high='high magnitude')
     grid = _render.labelled_grid(rows, COLUMNS, labels, title=title, footer=bar)
     gif = [_render.labelled_grid([row], COLUMNS, [label], title=title, footer=bar)
            for row, label in zip(rows, labels)]
@@ -142,9 +142,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--block', type=int, default=-1, help='block index in the stage (default -1: the last)')
     parser.add_argument('--clip', type=int, default=0, help='which of the TEST.NUM_CLIP clips (default 0)')
     parser.add_argument('--cell', type=int, default=None, help='displayed frame size in pixels')
+    parser.add_argument('--palette', action='store_true',
+                        help='save the PNG with a 256-colour palette (about 3x smaller, e.g. for documentation)')
     _common.add_model_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(message)s')
+    logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
 
     from utils.checkpoint import load_checkpoint_file
     from utils.config import ConfigError
@@ -168,11 +170,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     top = int(result['probs'].argmax())
     label = names[top] if names and top < len(names) else f'class {top}'
     name = os.path.splitext(os.path.basename(args.video))[0]
-    title = f"{name}: {result['key']}; predicted {label} ({float(result['probs'][top]):.2f})"
+    shown = os.path.join(os.path.basename(os.path.dirname(os.path.abspath(args.video))), name)
+    title = f"{shown}\n{result['key']}\npredicted: {label} ({float(result['probs'][top]):.2f})"
     grid, gif = render(result['frames'], result['spatial'], result['temporal'], title, args.cell)
     os.makedirs(args.out, exist_ok=True)
     png_path = os.path.join(args.out, f'{name}_modulators.png')
     gif_path = os.path.join(args.out, f'{name}_modulators.gif')
+    if args.palette:
+        grid = grid.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     grid.save(png_path, optimize=True)
     _render.save_gif(gif, gif_path)
     print(f"wrote {png_path}\nwrote {gif_path}")
