@@ -77,6 +77,19 @@ def test_cli_prints_table_and_accepts_csv_path(synthetic, capsys):
         assert os.path.isfile(folder / name)
 
 
+def test_labels_file_overrides_names_in_csv(synthetic, capsys):
+    folder, _ = synthetic
+    labels = folder / 'labels.csv'
+    labels.write_text('id,name\n' + ''.join(f'{i},Class {i}, renamed\n' for i in range(len(NAMES))))
+    assert report.main([str(folder), '--labels', str(labels), '--out', str(folder / 'named')]) == 0
+    assert 'Class 3, renamed' in capsys.readouterr().out
+    with open(folder / 'named' / 'per_class_accuracy.csv', newline='') as f:
+        assert next(csv.DictReader(f))['name'] == 'Class 3, renamed'
+    labels.write_text('id,name\n0,only one\n')
+    assert report.main([str(folder), '--labels', str(labels)]) == 1
+    assert 'class id 4' in capsys.readouterr().err
+
+
 def test_many_classes_cluster_order_puts_confused_pairs_together(tmp_path):
     k = 400
     rng = np.random.default_rng(0)
