@@ -97,6 +97,17 @@ def test_predict_matches_evaluation_pipeline(setup):
                 assert got == pytest.approx({c: float(probs[c]) for c in range(len(NAMES))}, abs=1e-5)
 
 
+def test_predict_original_format_checkpoint_without_cfg(setup, capsys):
+    """The original's files pickle the yacs config and the model under 'model' (+ optimizer state)."""
+    path = setup['tmp'] / 'original.pth'
+    torch.save({'model': setup['model'].state_dict(), 'config': setup['config'].clone(), 'optimizer': {},
+                'lr_scheduler': {}, 'max_accuracy': 0.0, 'epoch': 3}, path)
+    rc = predict.main(['--resume', str(path), str(setup['videos'] / 'a.mp4'), '--views', '1x1', '--topk', '1',
+                       '--workers', '0'])
+    out = capsys.readouterr().out.splitlines()
+    assert rc == 0 and out[0].endswith('a.mp4') and out[1].split('%', 1)[1].strip() in NAMES
+
+
 def test_predict_checkpoint_mismatch_names_keys(setup, capsys):
     tmp = setup['tmp']
     rc = predict.main(['--cfg', 'configs/toy/video-focalnet_toy.yaml', '--resume', setup['ckpt'],

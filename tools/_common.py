@@ -32,8 +32,31 @@ def resolve_device(name: Optional[str]) -> torch.device:
     return torch.device(name)
 
 
+def _plain(obj):
+    """Tuples to lists, recursively, so that ``yaml.safe_dump`` can write a config read from a pickle."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def config_text(config) -> Optional[str]:
+    """A checkpoint's ``config`` entry as YAML text (``None`` when there is none).
+
+    This project stores YAML text; the original pickled a yacs CfgNode, which
+    ``utils.checkpoint.load_checkpoint_file`` returns as a plain dict.
+    """
+    if config is None or isinstance(config, str):
+        return config
+    if isinstance(config, dict):
+        import yaml
+        return yaml.safe_dump(_plain(config), sort_keys=True)
+    raise ValueError(f"config entry of type {type(config).__name__}: expected YAML text or a mapping")
+
+
 def load_tool_config(cfg: Optional[str], checkpoint: dict, ckpt_path: str, opts: Sequence[str] = ()):
-    """The config for a tool: ``--cfg`` plus ``--opts``, or else the config text stored in the checkpoint.
+    """The config for a tool: ``--cfg`` plus ``--opts``, or else the config stored in the checkpoint.
 
     Args:
         cfg: config file given on the command line, or None.
@@ -45,8 +68,8 @@ def load_tool_config(cfg: Optional[str], checkpoint: dict, ckpt_path: str, opts:
 
     if cfg:
         return load_config(cfg, list(opts), resume=ckpt_path)
-    text = checkpoint.get('config')
-    if not isinstance(text, str) or not text.strip():
+    text = config_text(checkpoint.get('config'))
+    if not text or not text.strip():
         raise ConfigError(f"{ckpt_path}: the checkpoint stores no config text; pass --cfg CONFIG")
     config = config_from_yaml_text(text)
     merge_opts(config, opts)

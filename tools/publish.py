@@ -28,6 +28,7 @@ from typing import Any, Dict, Optional, Sequence  # noqa: E402
 
 import torch  # noqa: E402
 
+from tools._common import config_text  # noqa: E402
 from utils.checkpoint import CheckpointError, extract_state_dict, load_checkpoint_file  # noqa: E402
 
 _logger = logging.getLogger(__name__)
@@ -45,29 +46,6 @@ def hashed_name(out: str, sha: str) -> str:
     """``dir/name.ext`` -> ``dir/name-<first 8 hex digits>.ext`` (``.pth`` when ``out`` has no extension)."""
     stem, ext = os.path.splitext(out)
     return f'{stem}-{sha[:8]}{ext or ".pth"}'
-
-
-def _plain(obj: Any) -> Any:
-    """Tuples to lists, recursively, so that ``yaml.safe_dump`` can write a config read from a pickle."""
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
-
-
-def config_text(config: Any) -> Optional[str]:
-    """The stored config as YAML text (``None`` when the checkpoint has none).
-
-    This project stores YAML text; the original pickled a yacs CfgNode, which ``load_checkpoint_file``
-    returns as a plain dict.
-    """
-    if config is None or isinstance(config, str):
-        return config
-    if isinstance(config, dict):
-        import yaml
-        return yaml.safe_dump(_plain(config), sort_keys=True)
-    raise ValueError(f"config entry of type {type(config).__name__}: expected YAML text or a mapping")
 
 
 def model_weights(checkpoint: dict, use_ema: bool = False, source: str = '') -> Dict[str, torch.Tensor]:
