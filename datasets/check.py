@@ -155,8 +155,9 @@ def _looks_cut(r: dict) -> bool:
     return r['fps'] > 0 and r['stated_seconds'] > 0 and r['frames'] + 1 < 0.9 * r['stated_seconds'] * r['fps']
 
 
-def report(results: List[dict], min_frames: int, out=sys.stdout) -> Tuple[int, int]:
-    """Print the findings; returns (unreadable count, short count)."""
+def report(results: List[dict], min_frames: int, out=None) -> Tuple[int, int]:
+    """Print the findings (to ``out``, default stdout); returns (unreadable count, short count)."""
+    out = out or sys.stdout
     bad = [r for r in results if not r['ok']]
     good = [r for r in results if r['ok']]
     short = [r for r in good if r['frames'] < min_frames]

@@ -173,30 +173,43 @@ def three_crop_boxes(height: int, width: int, size: int) -> List[Tuple[int, int,
 # ---------------------------------------------------------------------------------------------------------
 # Colour
 # ---------------------------------------------------------------------------------------------------------
-def adjust_hue(img: torch.Tensor, hue_factor: float) -> torch.Tensor:
-    """Hue rotation in HSV space for uint8 (..., 3, H, W), as torchvision's ``adjust_hue``.
+_HUE_CHANNEL_OFFSETS = (5.0, 3.0, 1.0)   # R, G, B in the closed-form HSV -> RGB
+
+
+def _rotate_hue(x: torch.Tensor, hue_factor: float) -> torch.Tensor:
+    """Hue rotation of float RGB (..., 3, H, W) on the 0-255 scale (not rounded).
 
     Rotating the hue keeps V = max and the spread max - min, so each channel is rebuilt directly as
-    ``max - spread * clamp(min(k, 4 - k), 0, 1)`` with ``k = (n + 6 * hue) mod 6``, n = 5, 3, 1 for R, G, B
-    (the closed-form HSV->RGB). About 2x faster than torchvision's generic RGB->HSV->RGB round trip
-    (it dominates the augmentation cost) and within 1 of its output (rounding instead of truncation).
+    ``max - spread * clamp(min(k, 4 - k), 0, 1)`` with ``k = (n + hue6) mod 6`` (n = 5, 3, 1 for R, G, B),
+    the closed-form HSV->RGB: about half the passes over memory of a full RGB->HSV->RGB round trip.
+    A clip is processed two frames at a time so that the temporaries stay in the CPU cache (~25% faster).
     """
-    if not -0.5 <= hue_factor <= 0.5:
-        raise ValueError(f"hue_factor must lie in [-0.5, 0.5], got {hue_factor}")
-    x = img.to(torch.float32)
+    if x.ndim == 4 and x.shape[0] > 2:
+        return torch.cat([_rotate_hue(chunk, hue_factor) for chunk in x.split(2)])
     r, g, b = x.unbind(-3)
     maxc = torch.maximum(torch.maximum(r, g), b)
-    minc = torch.minimum(torch.minimum(r, g), b)
-    spread = maxc - minc
+    spread = maxc - torch.minimum(torch.minimum(r, g), b)
     is_r, is_g = maxc == r, maxc == g
     numerator = torch.where(is_r, g - b, torch.where(is_g, b - r, r - g))
     sector_start = torch.where(is_r, 0.0, torch.where(is_g, 2.0, 4.0))
-    hue6 = numerator.div_(torch.where(spread > 0, spread, 1.0)).add_(sector_start).add_(6.0 * hue_factor + 6.0)
-    n = torch.tensor([5.0, 3.0, 1.0], device=img.device).view(3, 1, 1)
-    k = torch.remainder(hue6.unsqueeze(-3) + n, 6.0)
+    hue6 = numerator.div_(spread.clamp(min=1e-6)).add_(sector_start).add_(6.0 * hue_factor + 6.0)
+    n = torch.tensor(_HUE_CHANNEL_OFFSETS, device=x.device).view(3, 1, 1)
+    k = (hue6.unsqueeze(-3) + n).remainder_(6.0)
     k = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
-    out = maxc.unsqueeze(-3) - spread.unsqueeze(-3) * k
-    return out.round_().clamp_(0, 255).to(img.dtype)
+    return k.mul_(spread.unsqueeze(-3)).neg_().add_(maxc.unsqueeze(-3))
+
+
+def adjust_hue(img: torch.Tensor, hue_factor: float) -> torch.Tensor:
+    """torchvision's ``adjust_hue`` for uint8 (..., 3, H, W), about 2x faster, within 1 of its output."""
+    if not -0.5 <= hue_factor <= 0.5:
+        raise ValueError(f"hue_factor must lie in [-0.5, 0.5], got {hue_factor}")
+    return _rotate_hue(img.to(torch.float32), hue_factor).round_().clamp_(0, 255).to(img.dtype)
+
+
+def _grey(x: torch.Tensor) -> torch.Tensor:
+    """Luma of float RGB (..., 3, H, W) -> (..., 1, H, W), torchvision's weights."""
+    r, g, b = x.unbind(-3)
+    return (r * 0.2989).add_(g, alpha=0.587).add_(b, alpha=0.114).unsqueeze(-3)
 
 
 def _clip_as_image(frames: torch.Tensor) -> torch.Tensor:
@@ -232,17 +245,28 @@ def color_jitter_params(rng: np.random.Generator, brightness: float = 0.4, contr
 
 
 def apply_color_jitter(frames: torch.Tensor, order: Sequence[int], factors: Sequence[float]) -> torch.Tensor:
-    b, c, s, h = factors
+    """ColorJitter with fixed factors on uint8 (..., 3, H, W): one float conversion for all four ops.
+
+    Brightness, contrast, saturation and hue follow torchvision's definitions (blend with black, with the
+    mean grey, with the per-pixel grey, HSV hue rotation) in ``order``; unlike chaining torchvision's
+    uint8 ops there is no rounding between them. Contrast blends towards the mean grey of everything
+    passed in: the whole clip for (T, 3, H, W), one frame for (3, H, W) (the per-frame mode).
+    """
+    brightness, contrast, saturation, hue = factors
+    x = frames.to(torch.float32)
     for op in order:
         if op == 0:
-            frames = F.adjust_brightness(frames, b)
+            x.mul_(brightness)
         elif op == 1:
-            frames = adjust_contrast(frames, c)
+            mean = _grey(x).mean()
+            x.mul_(contrast).add_((1.0 - contrast) * mean)
         elif op == 2:
-            frames = F.adjust_saturation(frames, s)
+            grey = _grey(x).mul_(1.0 - saturation)
+            x.mul_(saturation).add_(grey)
         else:
-            frames = adjust_hue(frames, h)
-    return frames
+            x = _rotate_hue(x, hue)
+        x.clamp_(0.0, 255.0)
+    return x.round_().to(frames.dtype)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision.transforms.v2.functional as F
 
-from datasets.transforms import (MEAN, STD, EvalTransform, RandAugment, TrainTransform, adjust_hue,
+from datasets.transforms import (MEAN, STD, EvalTransform, RandAugment, TrainTransform, adjust_hue, apply_color_jitter,
                                  apply_random_erasing, center_crop_box, normalize_clip, random_erasing_boxes,
                                  random_resized_crop_box, short_side_size, three_crop_boxes, train_resize_size)
 
@@ -206,3 +206,23 @@ def test_rand_augment_parsing_and_clip_consistency():
     restored = pickle.loads(pickle.dumps(RandAugment.from_string('rand-m9-mstd0.5-inc1')))
     assert (restored(clip, np.random.default_rng(3)) == RandAugment.from_string('rand-m9-mstd0.5-inc1')(
         clip, np.random.default_rng(3))).all()
+
+
+def test_fused_colour_jitter_matches_torchvision_ops():
+    imgs = textured(24, 24).unsqueeze(0).repeat(2, 1, 1, 1)
+    imgs[1] = 255 - imgs[1]
+    factors = (1.3, 0.7, 1.15, 0.08)
+    reference = [lambda x: F.adjust_brightness(x, 1.3),
+                 lambda x: F.adjust_contrast(x.permute(1, 0, 2, 3).reshape(3, 48, 24), 0.7).reshape(
+                     3, 2, 24, 24).permute(1, 0, 2, 3),           # the clip's mean grey, not each frame's
+                 lambda x: F.adjust_saturation(x, 1.15),
+                 lambda x: F.adjust_hue(x, 0.08)]
+    for op in range(4):
+        ours = apply_color_jitter(imgs, [op], factors).int()
+        assert (ours - reference[op](imgs).int()).abs().max() <= 1, op
+    chained = imgs
+    for op in (2, 0, 3, 1):
+        chained = reference[op](chained)
+    # torchvision truncates to uint8 after every op (about -0.5 each); the fused version rounds once
+    gap = apply_color_jitter(imgs, [2, 0, 3, 1], factors).float() - chained.float()
+    assert 0 <= gap.mean() < 2.5 and gap.abs().max() <= 6
