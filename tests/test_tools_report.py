@@ -1,6 +1,8 @@
 """tools/report.py on synthetic predictions files: exact counts, sorted outputs, a readable PNG."""
 import csv
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -88,6 +90,18 @@ def test_labels_file_overrides_names_in_csv(synthetic, capsys):
     labels.write_text('id,name\n0,only one\n')
     assert report.main([str(folder), '--labels', str(labels)]) == 1
     assert 'class id 4' in capsys.readouterr().err
+
+
+def test_runs_as_a_script_from_another_folder(synthetic):
+    """`python tools/report.py` finds this project's packages (datasets, for --labels) from any cwd."""
+    folder, _ = synthetic
+    labels = folder / 'labels.csv'
+    labels.write_text('id,name\n' + ''.join(f'{i},{n}\n' for i, n in enumerate(NAMES)))
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tools', 'report.py')
+    done = subprocess.run([sys.executable, script, str(folder), '--labels', str(labels), '--top', '1'],
+                          cwd=str(folder), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert 'Opening something' in done.stdout  # the worst class, named from the label list
 
 
 def test_many_classes_cluster_order_puts_confused_pairs_together(tmp_path):
