@@ -95,9 +95,10 @@ def test_publish_ema_weights(tmp_path, models):
     loaded, _ = _check_published(path, ema_model.state_dict())
     assert loaded['meta']['weights'] == 'ema'
     ckpt_no_ema = tmp_path / 'no_ema.pth'
-    save_checkpoint(ckpt_no_ema, {'model': model.state_dict()})
-    with pytest.raises(RuntimeError, match="no 'ema' entry"):
-        publish.publish(str(ckpt_no_ema), str(tmp_path / 'x.pth'), use_ema=True)
+    for state in ({'model': model.state_dict()}, {'model': model.state_dict(), 'ema': None}):
+        save_checkpoint(ckpt_no_ema, state)  # main.py stores 'ema': None when TRAIN.EMA is off
+        with pytest.raises(RuntimeError, match="holds no EMA weights"):
+            publish.publish(str(ckpt_no_ema), str(tmp_path / 'x.pth'), use_ema=True)
 
 
 def test_publish_original_format_checkpoint(tmp_path, models):

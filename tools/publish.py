@@ -58,8 +58,8 @@ def model_weights(checkpoint: dict, use_ema: bool = False, source: str = '') -> 
         return extract_state_dict(checkpoint, 'model', source)
     ema = checkpoint.get('ema')
     if ema is None:
-        raise CheckpointError(f"{source}: --use-ema, but the checkpoint has no 'ema' entry "
-                              f"(trained without TRAIN.EMA?); entries: {', '.join(map(str, checkpoint))}")
+        raise CheckpointError(f"{source}: --use-ema, but the checkpoint holds no EMA weights "
+                              f"(its 'ema' entry is missing or empty: trained without TRAIN.EMA)")
     if isinstance(ema, dict) and 'model' in ema:
         return extract_state_dict(ema, 'model', f'{source} [ema]')
     return extract_state_dict(checkpoint, 'ema', source)
