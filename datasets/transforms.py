@@ -8,12 +8,15 @@ Training (spec 3.4, in this order):
    centred square of the short side; the crop is resized to S x S (aspect not kept);
 3. horizontal flip with probability AUG.FLIP_RATIO;
 4. RandAugment (new: AUG.AUTO_AUGMENT, timm's ``rand-m9-mstd0.5-inc1`` syntax), the same ops and
-   magnitudes for every frame;
+   magnitudes for every frame. Unlike timm, colour jitter is not switched off when RandAugment is on:
+   the two keys act independently (set AUG.COLOR_JITTER 0 for timm's behaviour);
 5. colour jitter (brightness 0.4, contrast 0.4, saturation 0.2, hue 0.1, random order) with probability
    AUG.COLOR_JITTER per clip. The original drew the factors and order separately for every frame
    (temporally inconsistent); here one draw serves the whole clip, and contrast blends towards the
    clip's mean grey (not each frame's), so every frame gets the same colour mapping.
-   AUG.COLOR_JITTER_PER_FRAME True restores the original (per-frame draws and means);
+   AUG.COLOR_JITTER_PER_FRAME True restores the original (per-frame draws and means). The four ops run
+   in one float pass (torchvision's definitions, rounded once at the end instead of truncated after
+   every op) with a closed-form HSV hue rotation: hue dominates the augmentation cost;
 6. grayscale (luma replicated to 3 channels) with probability AUG.GRAY_SCALE, whole clip;
 7. random erasing (new: AUG.REPROB/REMODE/RECOUNT, timm's rule, the same box on every frame). Its
    boxes are drawn here, with the sample's generator, but applied on the device after normalisation by
