@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from utils.config import load_config
+from utils.config import ConfigError, load_config
 from utils.ema import ModelEma
 from utils.evaluation import (EvaluationError, VideoScoreMeter, classification_metrics, summarize,
                               write_eval_results)
@@ -297,7 +297,7 @@ def test_resume_resolution(tmp_path):
     off = load_config(TOY_CFG, out[1:] + ['TAG', 'r', 'TRAIN.AUTO_RESUME', 'False'])
     assert resolve_resume(off) is None
     ev = load_config(TOY_CFG, out[1:] + ['TAG', 'r'], eval=True)
-    with pytest.raises(ValueError, match='--eval needs'):
+    with pytest.raises(ConfigError, match="--eval needs"):
         resolve_resume(ev)  # auto-resume never applies to --eval
     ev2 = load_config(TOY_CFG, out[1:] + ['TAG', 'r'], eval=True, resume='/x.pth')
     assert resolve_resume(ev2) == '/x.pth'
@@ -340,3 +340,22 @@ def test_small_helpers():
     m.update(6.0)
     assert m.avg == 3.0 and m.val == 6.0
     assert format_duration(3725) == '1:02:05'
+
+
+def test_optimizer_state_loads_only_when_it_fits():
+    from utils.training import load_optimizer_state
+    params = [nn.Parameter(torch.ones(2)), nn.Parameter(torch.ones(1))]
+    adam = torch.optim.AdamW([{'params': params[:1]}, {'params': params[1:], 'weight_decay': 0.0}], lr=0.1)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    adam.step()
+    sgd = torch.optim.SGD([{'params': params[:1]}, {'params': params[1:]}], lr=0.1, momentum=0.9)
+    assert not load_optimizer_state(sgd, adam.state_dict())  # AdamW state into SGD: refused, SGD still works
+    sgd.step()
+    adam2 = torch.optim.AdamW([{'params': params[:1]}, {'params': params[1:], 'weight_decay': 0.0}], lr=0.1,
+                              weight_decay=0.5)
+    assert load_optimizer_state(adam2, adam.state_dict())
+    assert adam2.param_groups[0]['weight_decay'] == 0.5  # hyper-parameters follow today's config
+    assert torch.equal(adam2.state[params[0]]['exp_avg'], adam.state[params[0]]['exp_avg'])
+    fused = torch.optim.AdamW([{'params': params}], lr=0.1)
+    assert not load_optimizer_state(fused, adam.state_dict())  # other grouping

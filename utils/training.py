@@ -14,8 +14,9 @@ How it differs from the original (spec 4.6, 4.7, 7.12, 7.14, 7.21):
   It is written after validation, so ``max_accuracy`` is current (the original saved before).
 * Contents: model, optimizer, lr_scheduler, scaler, ema, mixup (generator), epoch (last completed),
   epoch_step (optimizer updates already done in the next epoch, > 0 only after a preemption), step
-  (updates done in total), max_accuracy, config (YAML text, not a pickled CfgNode) and rng. Everything
-  is plain data, so checkpoints load with ``weights_only=True``.
+  (updates done in total), max_accuracy, config (YAML text, not a pickled CfgNode), rng (rank 0's RNG
+  states) and rng_per_rank (every rank's RNG and mixup states, for an exact multi-process resume).
+  Everything is plain data, so checkpoints load with ``weights_only=True``.
 """
 from __future__ import annotations
 
@@ -29,7 +30,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from utils.checkpoint import find_auto_resume, save_checkpoint
+from utils.checkpoint import capture_rng_state, find_auto_resume, save_checkpoint
+from utils.config import ConfigError
+from utils.distributed import all_gather_object
 from utils.misc import publish_file
 
 _logger = logging.getLogger(__name__)
@@ -88,28 +91,73 @@ def resolve_resume(config: Any) -> Optional[str]:
     if config.MODEL.RESUME:
         return config.MODEL.RESUME
     if config.EVAL_MODE:
-        raise ValueError('--eval needs the checkpoint to evaluate: pass --resume CHECKPOINT '
-                         '(auto-resume never applies to --eval)')
+        raise ConfigError('--eval needs the checkpoint to evaluate: pass --resume CHECKPOINT '
+                          '(auto-resume never applies to --eval)')
     if config.TRAIN.AUTO_RESUME:
         return find_auto_resume(config.OUTPUT)
     return None
 
 
+def gather_random_states(mixup: Any = None) -> List[Dict[str, Any]]:
+    """Every rank's RNG states and mixup generator, in rank order (a collective: call on all ranks).
+
+    Ranks draw different numbers (seeds SEED + rank), so an exact multi-process resume needs each
+    rank's own state, not only rank 0's."""
+    own = {'rng': capture_rng_state(), 'mixup': mixup.state_dict() if mixup is not None else None}
+    return all_gather_object(own)
+
+
+def pick_random_state(checkpoint: Dict[str, Any], rank: int, world_size: int) -> Optional[Dict[str, Any]]:
+    """This rank's ``{'rng', 'mixup'}`` from ``checkpoint`` (None when it has none, e.g. the original's)."""
+    per_rank = checkpoint.get('rng_per_rank') or []
+    if len(per_rank) == world_size:
+        return per_rank[rank]
+    if checkpoint.get('rng') is None:
+        return None
+    if world_size > 1 or per_rank:
+        _logger.warning(f'random states were saved for {max(1, len(per_rank))} process(es), resuming with '
+                        f'{world_size}: every rank starts from rank 0\'s states (results will not match an '
+                        'uninterrupted run exactly)')
+    return {'rng': checkpoint['rng'], 'mixup': checkpoint.get('mixup')}
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: Dict[str, Any]) -> bool:
+    """Load the per-parameter state (momentum, Adam moments, step counts) of ``state`` into ``optimizer``.
+
+    Hyper-parameters (weight decay, momentum, betas ...) stay those of today's config; the LR is set by the
+    scheduler. A state of another optimizer type or grouping (e.g. the original's SGD groups, or AdamW
+    state for an SGD run) is reported and not loaded. Returns whether it was loaded.
+    """
+    saved_groups = state.get('param_groups', [])
+    own_keys = [set(g) - {'params', 'initial_lr'} for g in optimizer.param_groups]
+    saved_keys = [set(g) - {'params', 'initial_lr'} for g in saved_groups]
+    sizes = [len(g['params']) for g in optimizer.param_groups]
+    saved_sizes = [len(g['params']) for g in saved_groups]
+    if own_keys != saved_keys or sizes != saved_sizes:
+        _logger.warning(f'optimizer state in the checkpoint does not fit {type(optimizer).__name__} with groups of '
+                        f'{sizes} parameters (it has {saved_sizes}, options {sorted(set().union(*saved_keys))}): '
+                        'the optimizer starts fresh')
+        return False
+    hyper = [{k: v for k, v in g.items() if k != 'params'} for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, own in zip(optimizer.param_groups, hyper):
+        group.update(own)
+    return True
+
+
 def restore_training_state(checkpoint: Dict[str, Any], *, optimizer: torch.optim.Optimizer, scheduler: Any,
-                           scaler: torch.amp.GradScaler, ema: Any = None) -> Dict[str, Any]:
+                           scaler: torch.amp.GradScaler, ema: Any = None, rank: int = 0,
+                           world_size: int = 1) -> Dict[str, Any]:
     """Restore optimizer, scaler and EMA from ``checkpoint`` (the model is loaded by the caller).
 
-    Returns ``start_epoch``, ``start_step`` (updates to skip in ``start_epoch``), ``max_accuracy``,
-    ``rng`` (to restore at the right moment, see ``main.train``) and ``mixup`` (its generator state).
+    Returns ``start_epoch``, ``start_step`` (updates to skip in ``start_epoch``), ``max_accuracy`` and
+    ``random`` (this rank's RNG / mixup states, restored by ``main`` at the right moment).
     The scheduler position follows from epoch and step, so a checkpoint of the original (timm scheduler
     dict, no step) resumes at the epoch boundary. Parts that do not fit (the original's optimizer groups)
     are reported and left fresh.
     """
-    if 'optimizer' in checkpoint and checkpoint['optimizer'] is not None:
-        try:
-            optimizer.load_state_dict(checkpoint['optimizer'])
-        except (ValueError, KeyError) as e:
-            _logger.warning(f'optimizer state in the checkpoint does not fit this optimizer ({e}): starting it fresh')
+    if checkpoint.get('optimizer'):
+        load_optimizer_state(optimizer, checkpoint['optimizer'])
     if checkpoint.get('lr_scheduler'):
         scheduler.load_state_dict(checkpoint['lr_scheduler'])
     if scaler.is_enabled() and checkpoint.get('scaler'):
@@ -122,7 +170,7 @@ def restore_training_state(checkpoint: Dict[str, Any], *, optimizer: torch.optim
     epoch = int(checkpoint.get('epoch', -1))
     return {'start_epoch': epoch + 1, 'start_step': int(checkpoint.get('epoch_step', 0) or 0),
             'max_accuracy': float(checkpoint.get('max_accuracy', 0.0) or 0.0),
-            'rng': checkpoint.get('rng'), 'mixup': checkpoint.get('mixup')}
+            'random': pick_random_state(checkpoint, rank, world_size)}
 
 
 # ------------------------------------------------------------------------------------------------ saving

@@ -1,0 +1,70 @@
+"""main.py's command line (in-process): the original's flags, launcher flags, unknown flags, flags applied
+only when given, user errors as one line, toy-data preparation and --throughput."""
+import os
+
+import pytest
+
+import main
+from engine_helpers import TOY_CFG, make_tiny_data, tiny_opts
+from utils.config import get_config, load_config
+
+
+def test_unknown_flags_are_an_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        main.parse_args(['--cfg', TOY_CFG, '--data-pth', 'x'])
+    assert e.value.code == 2 and 'unrecognized arguments: --data-pth' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('flag', ['--local_rank', '--local-rank'])
+def test_deprecated_launcher_flag_in_both_spellings(flag):
+    assert main.parse_args(['--cfg', TOY_CFG, flag, '3']).local_rank == 3
+
+
+def test_flags_apply_only_when_given():
+    plain = get_config(main.parse_args(['--cfg', TOY_CFG]))
+    assert plain.DATA.BATCH_SIZE == load_config(TOY_CFG).DATA.BATCH_SIZE
+    assert plain.TRAIN.AMP == 'none' and not plain.TRAIN.USE_CHECKPOINT and not plain.EVAL_MODE
+    args = main.parse_args(['--cfg', TOY_CFG, '--batch-size', '3', '--accumulation-steps', '2', '--use-checkpoint',
+                            '--amp-opt-level', 'O1', '--seed', '7', '--output', '/tmp/o', '--tag', 't',
+                            '--resume', 'r.pth', '--pretrained', 'p.pth', '--eval',
+                            '--opts', 'TRAIN.EPOCHS', '3', '--opts', 'TEST.NUM_CLIP', '4'])
+    c = get_config(args)
+    assert (c.DATA.BATCH_SIZE, c.TRAIN.ACCUMULATION_STEPS, c.TRAIN.USE_CHECKPOINT, c.TRAIN.AMP, c.SEED) == \
+        (3, 2, True, 'fp16', 7)
+    assert c.OUTPUT == '/tmp/o/toy/video-focalnet_toy/t' and c.MODEL.RESUME == 'r.pth'
+    assert c.TRAIN.PRETRAINED_PATH == 'p.pth' and c.EVAL_MODE
+    assert c.TRAIN.EPOCHS == 3 and c.TEST.NUM_CLIP == 4  # repeated --opts accumulate
+    assert get_config(main.parse_args(['--cfg', TOY_CFG, '--amp-opt-level', 'O0'])).TRAIN.AMP == 'none'
+
+
+def test_user_errors_are_one_line(tmp_path, capsys):
+    assert main.main(['--cfg', TOY_CFG, '--opts', 'TRAIN.NO_SUCH_KEY', '1']) == 2
+    assert 'TRAIN.NO_SUCH_KEY' in capsys.readouterr().err
+    data = make_tiny_data(str(tmp_path / 'data'), num_train=2, num_val=1)
+    code = main.main(['--cfg', TOY_CFG, '--output', str(tmp_path / 'out'), '--eval', '--opts', *tiny_opts(data)])
+    assert code == 2 and '--eval needs the checkpoint' in capsys.readouterr().err
+    code = main.main(['--cfg', TOY_CFG, '--output', str(tmp_path / 'out'), '--eval', '--resume',
+                      str(tmp_path / 'missing.pth'), '--opts', *tiny_opts(data)])
+    assert code == 2 and 'missing.pth' in capsys.readouterr().err
+
+
+def test_toy_data_is_generated_by_rank_0_when_missing(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(main, 'ensure_toy_dataset', lambda root: calls.append(root))
+    config = load_config(TOY_CFG, ['DATA.ROOT', str(tmp_path / 'toy')])
+    main.prepare_toy_data(config, main.du.DistInfo())
+    assert calls == [str(tmp_path / 'toy')]
+    os.makedirs(tmp_path / 'toy')
+    (tmp_path / 'toy' / 'train.csv').write_text('')
+    main.prepare_toy_data(config, main.du.DistInfo())
+    main.prepare_toy_data(load_config(TOY_CFG, ['DATA.DATASET', 'kinetics400']), main.du.DistInfo())
+    assert len(calls) == 1
+
+
+def test_throughput_mode(tmp_path, caplog):
+    import logging
+    data = make_tiny_data(str(tmp_path / 'data'), num_train=2, num_val=1)
+    with caplog.at_level(logging.INFO):
+        assert main.main(['--cfg', TOY_CFG, '--throughput', '--output', str(tmp_path / 'out'),
+                          '--opts', *tiny_opts(data)]) == 0
+    assert any('throughput:' in r.getMessage() and 'clips/s' in r.getMessage() for r in caplog.records)
