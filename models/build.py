@@ -27,7 +27,7 @@ def _config_error(msg: str) -> Exception:
 
 def build_model(config: Any) -> VideoFocalNet:
     """Build the model described by ``config`` (``MODEL.*``, ``DATA.NUM_FRAMES``, ``DATA.IMG_SIZE``,
-    ``TRAIN.USE_CHECKPOINT``)."""
+    ``TRAIN.USE_CHECKPOINT``, ``TRAIN.SELECTIVE_CHECKPOINT``)."""
     model_type = config.MODEL.TYPE
     if model_type not in MODEL_TYPES:
         raise _config_error(f"MODEL.TYPE: expected one of {list(MODEL_TYPES)}, got {model_type!r}")
@@ -54,6 +54,7 @@ def build_model(config: Any) -> VideoFocalNet:
         drop_path_mode=config.MODEL.DROP_PATH_MODE,
         patch_norm=focal.PATCH_NORM,
         use_checkpoint=config.TRAIN.USE_CHECKPOINT,
+        selective_checkpoint=config.TRAIN.SELECTIVE_CHECKPOINT,
         focal_levels=focal.FOCAL_LEVELS,
         focal_windows=focal.FOCAL_WINDOWS,
         focal_factors=focal.FOCAL_FACTORS,

@@ -17,9 +17,23 @@ from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from .layers import DepthwiseSpatialConv, PointwiseConv1d, PointwiseConv2d, TemporalConv
+from .layers import DepthwiseSpatialConv, Linear, PointwiseConv1d, PointwiseConv2d, TemporalConv, linear
+
+
+def _gated_sum(levels: nn.ModuleList, ctx: torch.Tensor, gates: torch.Tensor, act: nn.Module,
+               dims: Tuple[int, ...]) -> torch.Tensor:
+    """sum_l levels[l](...levels[0](ctx)) * gates[..., l] + act(mean over ``dims`` of the last level) * gates[..., L].
+
+    Levels are stacked (each convolves the previous level's output); each gate is one scalar per token,
+    broadcast over channels. ``addcmul`` does each multiply-add in one pass.
+    """
+    ctx = levels[0](ctx)
+    ctx_all = ctx * gates[..., 0:1]
+    for level in range(1, len(levels)):
+        ctx = levels[level](ctx)
+        ctx_all = torch.addcmul(ctx_all, ctx, gates[..., level:level + 1])
+    return torch.addcmul(ctx_all, act(ctx.mean(dims, keepdim=True)), gates[..., len(levels):])
 
 
 class SpatioTemporalFocalModulation(nn.Module):
@@ -49,10 +63,10 @@ class SpatioTemporalFocalModulation(nn.Module):
         self.normalize_modulator = normalize_modulator
 
         # registration order as in the original (state-dict key order)
-        self.f = nn.Linear(dim, 2 * dim + (focal_level + 1), bias=True)
+        self.f = Linear(dim, 2 * dim + (focal_level + 1), bias=True)
         self.h = PointwiseConv2d(dim, dim, kernel_size=1, stride=1, bias=True)
         self.act = nn.GELU()
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         self.kernel_sizes = [focal_factor * k + focal_window for k in range(focal_level)]
         if any(k < 1 or k % 2 == 0 for k in self.kernel_sizes):
@@ -63,7 +77,7 @@ class SpatioTemporalFocalModulation(nn.Module):
             nn.Sequential(DepthwiseSpatialConv(dim, dim, kernel_size=k, stride=1, groups=dim, padding=k // 2,
                                                bias=False), nn.GELU())
             for k in self.kernel_sizes])
-        self.f_temporal = nn.Linear(dim, dim + (focal_level + 1), bias=True)
+        self.f_temporal = Linear(dim, dim + (focal_level + 1), bias=True)
         self.h_temporal = PointwiseConv1d(dim, dim, kernel_size=1, stride=1, bias=True)
         self.focal_layers_temporal = nn.ModuleList([
             nn.Sequential(TemporalConv(dim, dim, kernel_size=k, stride=1, padding=k // 2, bias=False), nn.GELU())
@@ -76,21 +90,13 @@ class SpatioTemporalFocalModulation(nn.Module):
         C, L = self.dim, self.focal_level
         weight = torch.cat((self.f.weight, self.f_temporal.weight))
         bias = torch.cat((self.f.bias, self.f_temporal.bias))
-        q, ctx, gates, ctx_t, gates_t = F.linear(x, weight, bias).split((C, C, L + 1, C, L + 1), dim=-1)
+        q, ctx, gates, ctx_t, gates_t = linear(x, weight, bias).split((C, C, L + 1, C, L + 1), dim=-1)
 
         # temporal branch: stacked dense temporal convolutions, gated, plus a clip-level global context
-        ctx_all_t = 0
-        for level, layer in enumerate(self.focal_layers_temporal):
-            ctx_t = layer(ctx_t)
-            ctx_all_t = ctx_all_t + ctx_t * gates_t[..., level:level + 1]
-        ctx_all_t = ctx_all_t + self.act(ctx_t.mean(1, keepdim=True)) * gates_t[..., L:]
-
-        # spatial branch: stacked depthwise convolutions per frame, gated, plus a frame-level global context
-        ctx_all = 0
-        for level, layer in enumerate(self.focal_layers):
-            ctx = layer(ctx)
-            ctx_all = ctx_all + ctx * gates[..., level:level + 1]
-        ctx_all = ctx_all + self.act(ctx.mean((2, 3), keepdim=True)) * gates[..., L:]
+        # (mean over time); spatial branch: stacked depthwise convolutions per frame, gated, plus a
+        # frame-level global context (mean over space)
+        ctx_all_t = _gated_sum(self.focal_layers_temporal, ctx_t, gates_t, self.act, dims=(1,))
+        ctx_all = _gated_sum(self.focal_layers, ctx, gates, self.act, dims=(2, 3))
 
         if self.normalize_modulator:
             ctx_all = ctx_all / (L + 1)

@@ -5,6 +5,9 @@ import os
 
 import pytest
 import torch
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from models import VideoFocalNet, build_model
 from tests.reference_video_focalnet import ReferenceVideoFocalNet
@@ -33,6 +36,16 @@ OPTIONS = {
     'all_block_options': dict(use_layerscale=True, layerscale_value=0.7, use_postln=True,
                               use_postln_in_modulation=True, normalize_modulator=True, use_conv_embed=True),
 }
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from threads, and a second OpenMP thread makes them very slow when other
+    processes occupy the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _perturbed_state_dict(model, seed=0):
@@ -189,12 +202,14 @@ def test_forward_backward_every_parameter_gets_gradient():
         assert torch.isfinite(grad).all() and grad.abs().sum() > 0, name
 
 
-def test_grad_checkpointing_same_output_and_gradients():
+@pytest.mark.parametrize('mode', ['selective', 'full'])
+def test_checkpointing_same_output_and_gradients(mode):
     kw = {**TINY, 'drop_path_rate': 0.3, 'drop_rate': 0.1}
-    model = VideoFocalNet(**kw).train()
+    model = VideoFocalNet(**kw, selective_checkpoint=False).train()
     x = _clip(kw)
     out_plain, grads_plain = _train_step(model, x, seed=7)
-    model.set_grad_checkpointing(True)
+    model.set_selective_checkpointing(mode == 'selective')
+    model.set_grad_checkpointing(mode == 'full')
     out_ckpt, grads_ckpt = _train_step(model, x, seed=7)
     torch.testing.assert_close(out_ckpt, out_plain, rtol=0, atol=1e-6)
     assert grads_ckpt.keys() == grads_plain.keys()
@@ -202,28 +217,50 @@ def test_grad_checkpointing_same_output_and_gradients():
         torch.testing.assert_close(grads_ckpt[name], grads_plain[name], rtol=1e-5, atol=1e-7, msg=name)
 
 
-def _saved_activation_bytes(model, x):
-    total = 0
+class _StorageTracker(TorchDispatchMode):
+    """Remembers (weakly) the storage of every tensor produced while active."""
 
-    def pack(t):
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
+    def __init__(self):
+        super().__init__()
+        self.storages = {}
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(x).sum().backward()
-    return total
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.device.type == 'cpu':
+                # a weak reference keeps the storage object's address from being reused: cdata is unique
+                ref = StorageWeakRef(t.untyped_storage())
+                self.storages.setdefault(ref.cdata, (ref, t.untyped_storage().nbytes()))
+        return out
+
+    def alive_bytes(self):
+        return sum(n for ref, n in self.storages.values() if not ref.expired())
 
 
-def test_grad_checkpointing_really_saves_activations():
-    kw = dict(TINY, embed_dim=16, depths=[2, 2, 2, 2])
+def _retained_bytes(model, x):
+    """Bytes of tensors created by the forward pass that are still alive afterwards (kept for backward)."""
+    tracker = _StorageTracker()
+    with tracker:
+        out = model(x)
+    retained = tracker.alive_bytes() - out.untyped_storage().nbytes()
+    out.sum().backward()
+    return retained
+
+
+def test_checkpointing_modes_keep_less_memory():
+    kw = dict(TINY, embed_dim=16, depths=[2, 2, 2, 2], img_size=64)
     x = _clip(kw)
-    plain = _saved_activation_bytes(VideoFocalNet(**kw).train(), x)
-    model = VideoFocalNet(**kw).train()
-    model.set_grad_checkpointing()
-    assert _saved_activation_bytes(model, x) < 0.3 * plain
+    model = VideoFocalNet(**kw, selective_checkpoint=False).train()
+    plain = _retained_bytes(model, x)
+    model.set_selective_checkpointing(True)
+    selective = _retained_bytes(model, x)
+    model.set_grad_checkpointing(True)
+    full = _retained_bytes(model, x)
+    assert selective < 0.7 * plain
+    assert full < 0.35 * plain
     model.set_grad_checkpointing(False)
-    assert _saved_activation_bytes(model, x) == plain
+    model.set_selective_checkpointing(False)
+    assert _retained_bytes(model, x) == plain
     assert all(s.grad_checkpointing for s in VideoFocalNet(**kw, use_checkpoint=True).layers)
 
 
@@ -307,6 +344,18 @@ def test_forward_stores_nothing_on_modules():
                 assert after[name][key] is value or after[name][key] == value, (name, key)
 
 
+@pytest.mark.parametrize('mode', ['eval', 'train', 'train_selective'])
+def test_no_graph_breaks_under_torch_compile(mode):
+    import torch._dynamo
+    kw = {**TINY, 'drop_path_rate': 0.1, 'drop_rate': 0.1}
+    model = VideoFocalNet(**kw, selective_checkpoint=mode == 'train_selective').train(mode != 'eval')
+    torch._dynamo.reset()
+    with torch.set_grad_enabled(mode != 'eval'):
+        explanation = torch._dynamo.explain(model)(_clip(kw))
+    assert explanation.graph_break_count == 0, [b.reason for b in explanation.break_reasons]
+    assert explanation.graph_count == 1
+
+
 def test_no_weight_decay():
     model = VideoFocalNet(**TINY, use_layerscale=True, use_postln_in_modulation=True)
     names = model.no_weight_decay()
@@ -362,12 +411,14 @@ def test_build_model_reads_every_key():
         'MODEL.FOCAL.MLP_RATIO', '2.0', 'MODEL.FOCAL.PATCH_SIZE', '2', 'MODEL.FOCAL.USE_LAYERSCALE', 'True',
         'MODEL.FOCAL.LAYERSCALE_VALUE', '0.3', 'MODEL.FOCAL.USE_POSTLN', 'True',
         'MODEL.FOCAL.USE_POSTLN_IN_MODULATION', 'True', 'MODEL.FOCAL.NORMALIZE_MODULATOR', 'True',
-        'MODEL.FOCAL.USE_CONV_EMBED', 'True', 'MODEL.FOCAL.PATCH_NORM', 'False')
+        'MODEL.FOCAL.USE_CONV_EMBED', 'True', 'MODEL.FOCAL.PATCH_NORM', 'False',
+        'TRAIN.SELECTIVE_CHECKPOINT', 'False')
     model = build_model(config)
     assert (model.num_frames, model.tubelet_size, model.num_classes, model.img_size) == (4, 2, 8, 48)
     assert [len(s.blocks) for s in model.layers] == [1, 2, 1]
     assert model.num_features == 32 and model.patch_embed.norm is None
-    assert all(s.grad_checkpointing for s in model.layers)
+    assert all(s.grad_checkpointing and not s.selective_checkpointing for s in model.layers)
+    assert all(s.selective_checkpointing for s in build_model(_toy_config()).layers)
     assert model.layers[0].blocks[0].mlp.fc1.out_features == 16
     assert model.layers[2].blocks[0].drop_path.drop_prob == pytest.approx(0.2)
     assert model.layers[2].blocks[0].drop_path.mode == 'frame'
