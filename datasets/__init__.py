@@ -15,9 +15,20 @@ from .loader import build_dataset, build_eval_loader, build_train_loader
 from .mixup import Mixup, build_mixup
 from .samplers import DistributedEvalSampler, DistributedTrainSampler
 from .sampling import FrameSampler
-from .toy import ensure_toy_dataset
 from .transforms import apply_random_erasing, normalize_clip
 from .video_dataset import UnreadableVideosError, VideoDataset
+
+
+
+def ensure_toy_dataset(*args, **kwargs):
+    """``datasets.toy.ensure_toy_dataset``, imported on first use.
+
+    Importing ``datasets.toy`` here eagerly would make ``python -m datasets.toy`` run a module that is
+    already in ``sys.modules`` (runpy warns about that); the wrapper keeps the package import lazy.
+    """
+    from .toy import ensure_toy_dataset as ensure
+    return ensure(*args, **kwargs)
+
 
 __all__ = [
     'AnnotationError', 'read_annotations', 'read_label_list',
