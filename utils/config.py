@@ -72,6 +72,9 @@ _C.MODEL.DROP_PATH_RATE = 0.1
 _C.MODEL.LABEL_SMOOTHING = 0.1            # used when mixup/cutmix are off
 _C.MODEL.PRETRAINED = False               # the original downloaded from empty URLs; use TRAIN.PRETRAINED_PATH
 _C.MODEL.TUBELET_SIZE = 1
+# new: initialisation of the Linear layers: original (trunc-normal std 0.02, as the original) | xavier
+# (xavier-uniform; tiny models trained from scratch, e.g. the toy config, learn far faster with it)
+_C.MODEL.INIT = 'original'
 # new: how DropPath draws its mask: 'video' (one draw per clip) or 'frame' (the original: per frame)
 _C.MODEL.DROP_PATH_MODE = 'video'
 _C.MODEL.SPEC = CN(new_allowed=True)      # unused
