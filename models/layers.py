@@ -1,11 +1,11 @@
 """Building blocks of Video-FocalNet that work on channels-last video tokens ``(B, T, H, W, C)``.
 
 The original keeps tokens as ``(B*T, H*W, C)`` and permutes to channels-first for every convolution and back.
-Here every layer takes and returns the same channels-last 5-D layout, and convolutions run on a
-*permuted view* of it, which is exactly PyTorch's ``channels_last_3d`` (NDHWC) memory format, so oneDNN/cuDNN
-convolve it in place without any copy. The subclasses below keep the parameter names and shapes of the
-original's ``nn.Conv1d``/``nn.Conv2d``/``nn.Linear`` modules (and their default initialisation), so
-checkpoints load unchanged; only their ``forward`` differs.
+Here every layer takes and returns the same channels-last 5-D layout, and convolutions run on a *permuted
+view* of it: ``(B*T, C, H, W)`` for spatial kernels and ``(B, C, T, H*W)`` for temporal ones. Both views are
+exactly PyTorch's ``channels_last`` memory format, so oneDNN/cuDNN convolve them without a copy. The
+subclasses below keep the parameter names and shapes of the original's ``nn.Conv1d``/``nn.Conv2d``/``nn.Linear``
+modules (and their default initialisation), so checkpoints load unchanged; only their ``forward`` differs.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
 
     On CPU it runs as a 1x1 convolution of the channels_last view, which PyTorch hands to oneDNN; on the
     AMD EPYC machine of the benchmarks that is 1.3-2.4x faster than the MKL GEMM behind ``F.linear``
-    (same result up to float rounding). Elsewhere (CUDA, other ranks) it is ``F.linear``.
+    (same result up to float rounding). On other devices, or for other input ranks, it is ``F.linear``.
     """
     if x.device.type != 'cpu' or x.ndim != 5:
         return F.linear(x, weight, bias)

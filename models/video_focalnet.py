@@ -297,8 +297,9 @@ class VideoFocalNet(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the head by a freshly initialised one with ``num_classes`` outputs (0: no head)."""
         self.num_classes = num_classes
-        device = self.norm.weight.device
-        self.head = nn.Linear(self.num_features, num_classes, device=device) if num_classes > 0 else nn.Identity()
+        like = self.norm.weight
+        self.head = (nn.Linear(self.num_features, num_classes, device=like.device, dtype=like.dtype)
+                     if num_classes > 0 else nn.Identity())
         self._init_weights(self.head)
 
     # --- forward ----------------------------------------------------------------------------------------
