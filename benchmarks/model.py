@@ -349,7 +349,8 @@ def _machine(device: torch.device) -> str:
             name = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
     except (OSError, StopIteration):
         pass
-    return f'{name}, {torch.get_num_threads()} threads'
+    threads = torch.get_num_threads()
+    return f'{name}, {threads} thread{"s" if threads != 1 else ""}'
 
 
 def main(argv=None) -> int:
