@@ -48,9 +48,10 @@ from utils.lr_scheduler import build_scheduler
 from utils.misc import (AverageMeter, PreemptionFlag, atomic_write_text, configure_determinism,
                         environment_summary, format_duration, memory_mb, seed_everything)
 from utils.optimizer import build_optimizer, clip_gradients
-from utils.training import (NonFiniteLossError, PreemptedError, amp_dtype, autocast, build_criterion,
-                            build_grad_scaler, checkpoint_names, gather_random_states, measure_throughput, resolve_resume,
-                            restore_training_state, skip_first_batches, write_checkpoint)
+from utils.training import (NonFiniteLossError, PreemptedError, amp_dtype, apply_weight_init, autocast,
+                            build_criterion, build_grad_scaler, checkpoint_names, gather_random_states,
+                            measure_throughput, resolve_resume, restore_training_state, skip_first_batches,
+                            write_checkpoint)
 
 logger = logging.getLogger('main')
 
@@ -145,6 +146,8 @@ class Trainer:
                                            world_size=self.dist.world_size)
             logger.info(f"resumed: epoch {state['start_epoch']}, step {state['start_step']} of "
                         f"{self.updates_per_epoch}, max accuracy {state['max_accuracy']:.2f}%")
+            if config.TRAIN.PRETRAINED_PATH:
+                logger.info(f'TRAIN.PRETRAINED_PATH not loaded: the weights come from {path}')
         else:
             if config.TRAIN.PRETRAINED_PATH:
                 load_pretrained(self.model, config.TRAIN.PRETRAINED_PATH, config)
@@ -386,9 +389,14 @@ def evaluate_checkpoint(config: Any, dist_info: du.DistInfo, model: torch.nn.Mod
 # ---------------------------------------------------------------------------------------------- entry point
 def run(config: Any, dist_info: du.DistInfo) -> int:
     prepare_toy_data(config, dist_info)
+    base_lr = config.TRAIN.BASE_LR
     if not (config.EVAL_MODE or config.THROUGHPUT_MODE):
         config = apply_lr_scaling(config, dist_info.world_size)
     setup_logging(config.OUTPUT, dist_info.rank, config.MODEL.NAME)
+    if config.TRAIN.BASE_LR != base_lr:
+        logger.info(f'linear LR scaling (TRAIN.LR_SCALING): {config.DATA.BATCH_SIZE} clips x {dist_info.world_size} '
+                    f'processes x {max(1, config.TRAIN.ACCUMULATION_STEPS)} accumulation steps / 512: BASE_LR '
+                    f'{base_lr:g} -> {config.TRAIN.BASE_LR:g} (WARMUP_LR, MIN_LR alike)')
     env = environment_summary(dist_info.device, dist_info.world_size)
     if dist_info.is_main:
         atomic_write_text(os.path.join(config.OUTPUT, 'config.yaml'), config_to_yaml(config))
@@ -399,6 +407,7 @@ def run(config: Any, dist_info: du.DistInfo) -> int:
     configure_determinism(config.TRAIN.DETERMINISTIC)
 
     model = build_model(config)
+    apply_weight_init(model, config.MODEL.INIT)  # before any checkpoint or pretrained weights are loaded
     if config.TRAIN.USE_CHECKPOINT:
         model.set_grad_checkpointing(True)
     model.to(dist_info.device)

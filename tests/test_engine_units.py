@@ -359,3 +359,18 @@ def test_optimizer_state_loads_only_when_it_fits():
     assert torch.equal(adam2.state[params[0]]['exp_avg'], adam.state[params[0]]['exp_avg'])
     fused = torch.optim.AdamW([{'params': params}], lr=0.1)
     assert not load_optimizer_state(fused, adam.state_dict())  # other grouping
+
+
+def test_weight_init_schemes():
+    from utils.training import apply_weight_init
+    net = _Net()
+    before = net.head.weight.clone()
+    apply_weight_init(net, 'original')
+    assert torch.equal(net.head.weight, before)
+    net.head.bias.data.fill_(1.0)
+    apply_weight_init(net, 'xavier')
+    bound = math.sqrt(6 / (4 + 2))
+    assert not torch.equal(net.head.weight, before) and net.head.weight.abs().max() <= bound
+    assert net.head.bias.abs().sum() == 0
+    with pytest.raises(ConfigError, match='MODEL.INIT'):
+        apply_weight_init(net, 'kaiming')

@@ -33,7 +33,8 @@ def setup(tmp_path_factory):
                 'max_accuracy': 12.5, 'epoch': 3, 'config': config}  # the original pickled the CfgNode itself
     ckpt = str(root / 'original_format.pth')
     torch.save(original, ckpt)
-    return {'data': data, 'val': val, 'ckpt': ckpt, 'out': str(root / 'out'), 'missing': os.path.join(data, 'val/missing.mp4')}
+    return {'data': data, 'val': val, 'ckpt': ckpt, 'out': str(root / 'out'),
+            'missing': os.path.join(data, 'val/missing.mp4')}
 
 
 def _eval(setup, world_size):

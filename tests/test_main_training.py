@@ -12,9 +12,10 @@ from engine_helpers import (KILL, TERM, TOY_CFG, make_tiny_data, max_abs_diff, m
 
 pytestmark = pytest.mark.slow
 
-# Mixup, DropPath, colour jitter and a loader worker: every source of randomness that a resume must restore.
+# Mixup, DropPath, colour jitter and a loader worker: every source of randomness that a resume must restore;
+# and an EMA of the weights, which must resume exactly too.
 RANDOM_OPTS = dict(AUG__MIXUP=0.8, AUG__CUTMIX=1.0, MODEL__DROP_PATH_RATE=0.2, DATA__NUM_WORKERS=1,
-                   TRAIN__EPOCHS=3)
+                   TRAIN__EPOCHS=3, TRAIN__EMA=True, TRAIN__EMA_DECAY=0.9)
 
 
 @pytest.fixture(scope='module')
@@ -62,17 +63,25 @@ def test_two_processes_match_one_process(work, baseline):
 
 
 def test_gradient_accumulation_2x2_matches_batch_4(work, baseline):
-    run_main(_args(work, 'accum', '--accumulation-steps', '2', DATA__BATCH_SIZE=2))
+    """Also with gradient checkpointing, which must not change the numbers."""
+    run_main(_args(work, 'accum', '--accumulation-steps', '2', '--use-checkpoint', DATA__BATCH_SIZE=2))
     folder = run_folder(work['out'], 'accum')
     assert torch.load(os.path.join(folder, 'last.pth'), weights_only=True)['step'] == 8  # 4 updates per epoch
     assert max_abs_diff(model_tensors(os.path.join(baseline, 'last.pth')),
                         model_tensors(os.path.join(folder, 'last.pth'))) < 1e-5
 
 
+def _weights_and_ema(folder):
+    last = torch.load(os.path.join(folder, 'last.pth'), map_location='cpu', weights_only=True)
+    return dict(last['model'], **{'ema.' + k: v for k, v in last['ema']['model'].items()})
+
+
 @pytest.fixture(scope='module')
 def random_baseline(work):
     run_main(_args(work, 'rand', **RANDOM_OPTS))
-    return model_tensors(os.path.join(run_folder(work['out'], 'rand'), 'last.pth'))
+    folder = run_folder(work['out'], 'rand')
+    assert 'val ema 2: top-1' in open(os.path.join(folder, 'log_rank0.txt')).read()  # EMA validated alongside
+    return _weights_and_ema(folder)
 
 
 def test_resume_after_kill_equals_uninterrupted_run(work, random_baseline):
@@ -83,7 +92,7 @@ def test_resume_after_kill_equals_uninterrupted_run(work, random_baseline):
     assert torch.load(os.path.join(folder, 'last.pth'), weights_only=True)['epoch'] in (0, 1)
     proc = run_main(args)  # the same command again: auto-resume from last.pth
     assert 'resuming from' in proc.stdout
-    assert max_abs_diff(random_baseline, model_tensors(os.path.join(folder, 'last.pth'))) == 0.0
+    assert max_abs_diff(random_baseline, _weights_and_ema(folder)) == 0.0
 
 
 def test_sigterm_saves_mid_epoch_and_resume_continues_exactly(work, random_baseline):
@@ -96,7 +105,7 @@ def test_sigterm_saves_mid_epoch_and_resume_continues_exactly(work, random_basel
     assert 'SIGTERM received' in out
     proc = run_main(args)
     assert 'resuming from' in proc.stdout
-    assert max_abs_diff(random_baseline, model_tensors(os.path.join(folder, 'last.pth'))) == 0.0
+    assert max_abs_diff(random_baseline, _weights_and_ema(folder)) == 0.0
 
 
 def test_nan_loss_stops_without_writing_a_checkpoint(work, baseline):
@@ -127,3 +136,16 @@ def test_mixed_precision_paths_train_on_cpu(work, amp):
     assert all(torch.isfinite(t).all() for t in last['model'].values())
     log = open(os.path.join(folder, 'log_rank0.txt')).read()
     assert 'AMP: ' + amp in log and 'Train: [0/1][4/4]' in log
+
+
+def test_too_many_unreadable_training_videos_stop_with_a_summary(work):
+    train = os.path.join(work['data'], 'train_with_missing.csv')
+    lines = open(os.path.join(work['data'], 'train.csv')).read().splitlines()
+    with open(train, 'w') as f:
+        f.write('\n'.join(lines[:5] + ['train/missing_one.mp4,0', 'train/missing_two.mp4,1'] + lines[5:]) + '\n')
+    proc = run_main(_args(work, 'unreadable', DATA__TRAIN_FILE=train, DATA__MAX_UNREADABLE_FRACTION=0.05,
+                          TRAIN__EPOCHS=1), check=False)
+    assert proc.returncode == 4, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    assert 'unreadable' in log and 'missing_' in log
+    assert not any(f.endswith('.pth') for f in os.listdir(run_folder(work['out'], 'unreadable')))

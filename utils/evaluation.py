@@ -281,7 +281,8 @@ def class_names(config: Any) -> Optional[List[str]]:
 
 
 def evaluate_views(model: nn.Module, loader: Any, num_videos: int, config: Any, device: torch.device,
-                   amp_dtype: Optional[torch.dtype], num_views: int, desc: str) -> Tuple[Dict[str, Any], VideoScoreMeter]:
+                   amp_dtype: Optional[torch.dtype], num_views: int,
+                   desc: str) -> Tuple[Dict[str, Any], VideoScoreMeter]:
     """Evaluate with ``config``'s settings, log one accuracy line; returns ``(summarize(meter), meter)``.
 
     ``TEST.BATCH_SIZE`` videos x ``num_views`` views go through the model at once.

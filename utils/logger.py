@@ -38,7 +38,8 @@ class _ColorFormatter(logging.Formatter):
         return f"{prefix} {where}: {level} {message}"
 
 
-def setup_logging(output_dir: Optional[str], rank: int = 0, name: str = '', level: int = logging.INFO) -> logging.Logger:
+def setup_logging(output_dir: Optional[str], rank: int = 0, name: str = '',
+                  level: int = logging.INFO) -> logging.Logger:
     """Configure the root logger for this process and return the logger ``name``.
 
     Calling it again (tests, a second run in one process) replaces the handlers it added before.

@@ -150,7 +150,7 @@ def seed_everything(seed: int) -> None:
 
 
 def configure_determinism(deterministic: bool) -> None:
-    """``TRAIN.DETERMINISTIC``: deterministic kernels and no cuDNN autotuning; else cuDNN benchmark (as the original)."""
+    """``TRAIN.DETERMINISTIC``: deterministic kernels, no cuDNN autotuning; else cuDNN benchmark (the original)."""
     torch.backends.cudnn.benchmark = not deterministic
     torch.backends.cudnn.deterministic = deterministic
     if deterministic:
