@@ -12,7 +12,8 @@ def model():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     config = load_config('configs/toy/video-focalnet_toy.yaml',
-                         ['DATA.IMG_SIZE', '32', 'DATA.INPUT_SIZE', '32', 'DATA.NUM_FRAMES', '4'])
+                         ['DATA.IMG_SIZE', '32', 'DATA.INPUT_SIZE', '32', 'DATA.NUM_FRAMES', '4',
+                          'MODEL.TUBELET_SIZE', '1'])  # any clip length, not only multiples of a tubelet
     torch.manual_seed(0)
     yield build_model(config).eval()
     torch.set_num_threads(threads)

@@ -13,7 +13,8 @@ from utils.config import config_to_yaml, load_config
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # a toy-sized tiny: the hub/timm kwargs below describe the same architecture as these config overrides
 OPTS = ['DATA.NUM_FRAMES', '4', 'DATA.IMG_SIZE', '32', 'DATA.INPUT_SIZE', '32', 'DATA.NUM_CLASSES', '5',
-        'MODEL.NUM_CLASSES', '5', 'MODEL.FOCAL.DEPTHS', '[1, 1, 2, 1]', 'MODEL.FOCAL.EMBED_DIM', '16']
+        'MODEL.NUM_CLASSES', '5', 'MODEL.FOCAL.DEPTHS', '[1, 1, 2, 1]', 'MODEL.FOCAL.EMBED_DIM', '16',
+        'MODEL.TUBELET_SIZE', '1', 'MODEL.FOCAL.MLP_RATIO', '4.0']
 KWARGS = dict(embed_dim=16, depths=(1, 1, 2, 1), num_frames=4, img_size=32)
 
 

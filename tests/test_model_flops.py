@@ -42,7 +42,7 @@ def test_count_matches_hand_count():
 
 def test_cli_tiny_config(capsys):
     main(['--cfg', os.path.join(REPO_ROOT, 'configs', 'toy', 'video-focalnet_toy.yaml'),
-          '--opts', 'DATA.NUM_FRAMES', '4'])
+          '--opts', 'DATA.NUM_FRAMES', '4', 'MODEL.TUBELET_SIZE', '1', 'MODEL.FOCAL.MLP_RATIO', '4.0'])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == 'params: 631366'
     assert lines[1].startswith('gmacs_per_view: ')

@@ -24,7 +24,9 @@ def _opts(tmp, **extra):
             'MODEL.NUM_CLASSES': len(NAMES), 'DATA.IMG_SIZE': SIZE, 'DATA.INPUT_SIZE': SIZE,
             'DATA.NUM_FRAMES': FRAMES, 'DATA.DECODER': 'pyav', 'DATA.NUM_WORKERS': 0, 'DATA.ROOT': '',
             'DATA.VAL_FILE': str(tmp / 'val.csv'), 'OUTPUT': str(tmp / 'out'), 'TEST.FINAL_NUM_CLIP': 2,
-            'TEST.FINAL_NUM_CROP': 3, **extra}
+            'TEST.FINAL_NUM_CROP': 3,
+            # the architecture these tests assume, whatever recipe the toy config ships
+            'MODEL.TUBELET_SIZE': 1, 'MODEL.FOCAL.MLP_RATIO': 4.0, **extra}
     return [str(x) for kv in opts.items() for x in kv]
 
 
