@@ -28,6 +28,9 @@ def tiny_opts(data: str, **overrides) -> List[str]:
         'MODEL.DROP_PATH_RATE': 0.0, 'TRAIN.EPOCHS': 2, 'TRAIN.WARMUP_EPOCHS': 1, 'TRAIN.LR_SCALING': False,
         'TRAIN.FINAL_TEST': False, 'TENSORBOARD': False, 'PRINT_FREQ': 1, 'SAVE_FREQ': 1,
         'TEST.BATCH_SIZE': 2, 'AUG.COLOR_JITTER': 0.5, 'AUG.GRAY_SCALE': 0.2,
+        # pinned, so that tuning the toy recipe does not change what these tests run
+        'MODEL.TUBELET_SIZE': 1, 'MODEL.FOCAL.MLP_RATIO': 4.0, 'MODEL.INIT': 'original', 'TRAIN.BASE_LR': 2e-3,
+        'TRAIN.WEIGHT_DECAY': 0.05, 'TRAIN.OPTIMIZER.NAME': 'adamw', 'TEST.NUM_CLIP': 1, 'TEST.NUM_CROP': 1,
     }
     opts.update({k.replace('__', '.'): v for k, v in overrides.items()})
     out: List[str] = []
