@@ -121,7 +121,7 @@ class Trainer:
         if dist_info.distributed:
             self.train_model = DistributedDataParallel(
                 model, device_ids=[dist_info.local_rank] if self.device.type == 'cuda' else None,
-                broadcast_buffers=False, static_graph=bool(config.TRAIN.USE_CHECKPOINT))
+                static_graph=bool(config.TRAIN.USE_CHECKPOINT), **du.no_buffer_sync_kwargs())
         self.eval_model: torch.nn.Module = model
         if config.TRAIN.COMPILE:
             self.train_model = torch.compile(self.train_model)

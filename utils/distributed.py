@@ -16,6 +16,7 @@ works without a process group, where it is the identity.
 from __future__ import annotations
 
 import datetime
+import inspect
 import logging
 import os
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import Any, List, Optional
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 _logger = logging.getLogger(__name__)
 
@@ -84,6 +86,13 @@ def init_distributed(local_rank: Optional[int] = None, timeout_min: float = 30.0
         kwargs['device_id'] = device
     dist.init_process_group(**kwargs)
     return DistInfo(rank, world_size, local_rank, device, backend)
+
+
+def no_buffer_sync_kwargs() -> dict:
+    """DDP keyword that stops buffer broadcasts before every forward (the original's ``broadcast_buffers=False``;
+    Video-FocalNet has no buffers that training updates). torch 2.14 renamed it ``forward_sync_buffers``."""
+    params = inspect.signature(DistributedDataParallel.__init__).parameters
+    return {'forward_sync_buffers': False} if 'forward_sync_buffers' in params else {'broadcast_buffers': False}
 
 
 def is_dist() -> bool:
