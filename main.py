@@ -90,8 +90,10 @@ def prepare_toy_data(config: Any, dist_info: du.DistInfo) -> None:
     if config.DATA.DATASET != 'toy' or os.path.isfile(os.path.join(config.DATA.ROOT, 'train.csv')):
         return
     if dist_info.is_main:
-        logger.info(f'generating the toy dataset into {config.DATA.ROOT}')
+        logger.info(f'generating the toy dataset into {config.DATA.ROOT} (no train.csv there yet)')
+        start = time.time()
         ensure_toy_dataset(config.DATA.ROOT)
+        logger.info(f'toy dataset ready in {time.time() - start:.0f} s')
     du.barrier()
 
 
@@ -388,11 +390,12 @@ def evaluate_checkpoint(config: Any, dist_info: du.DistInfo, model: torch.nn.Mod
 
 # ---------------------------------------------------------------------------------------------- entry point
 def run(config: Any, dist_info: du.DistInfo) -> int:
+    # logging first, so that the toy data generation of a fresh checkout is visible
+    setup_logging(config.OUTPUT, dist_info.rank, config.MODEL.NAME)
     prepare_toy_data(config, dist_info)
     base_lr = config.TRAIN.BASE_LR
     if not (config.EVAL_MODE or config.THROUGHPUT_MODE):
         config = apply_lr_scaling(config, dist_info.world_size)
-    setup_logging(config.OUTPUT, dist_info.rank, config.MODEL.NAME)
     if config.TRAIN.BASE_LR != base_lr:
         logger.info(f'linear LR scaling (TRAIN.LR_SCALING): {config.DATA.BATCH_SIZE} clips x {dist_info.world_size} '
                     f'processes x {max(1, config.TRAIN.ACCUMULATION_STEPS)} accumulation steps / 512: BASE_LR '
