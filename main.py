@@ -91,9 +91,7 @@ def prepare_toy_data(config: Any, dist_info: du.DistInfo) -> None:
         return
     if dist_info.is_main:
         logger.info(f'generating the toy dataset into {config.DATA.ROOT} (no train.csv there yet)')
-        start = time.time()
-        ensure_toy_dataset(config.DATA.ROOT)
-        logger.info(f'toy dataset ready in {time.time() - start:.0f} s')
+        ensure_toy_dataset(config.DATA.ROOT)  # logs its own progress and time
     du.barrier()
 
 
