@@ -23,6 +23,7 @@ webm is simply a shorter video (the checker warns when it is much shorter than i
 """
 from __future__ import annotations
 
+import abc
 import bisect
 import logging
 import os
@@ -86,7 +87,7 @@ def _header_frame_count(stream) -> int:
         return 0
 
 
-class VideoReader:
+class VideoReader(abc.ABC):
     """Common interface of the decoder backends.
 
     Attributes:
@@ -124,9 +125,9 @@ class VideoReader:
                                               f"{frames.shape[0]}")
         return frames[inverse]
 
+    @abc.abstractmethod
     def _decode_sorted(self, indices: list) -> np.ndarray:
         """(len(indices), H, W, 3) for sorted distinct in-range ``indices``; the backend's job."""
-        raise NotImplementedError
 
     def close(self) -> None:
         pass
