@@ -4,7 +4,9 @@ Annotation lines are ``path,label`` (the original's format) or ``path label`` (m
 0-based. Differences from the original (spec 3.1):
 * the line is split at the LAST comma (or the last run of whitespace), so paths containing commas or
   spaces work (the original split at every comma and crashed);
-* an optional header line (e.g. ``path,label``) is skipped instead of crashing the int conversion;
+* an optional header line (e.g. ``path,label``) is skipped instead of crashing the int conversion; only a
+  line of plain words counts as one (no ``.`` or ``/``), so a malformed first data line such as
+  ``a.mp4,one`` is an error, not a silently dropped sample;
 * blank lines and lines starting with ``#`` are skipped;
 * a malformed line fails with ``file:line: what was expected``; a label outside ``[0, NUM_CLASSES)``
   is an error instead of a silently wrong one-hot target;
@@ -23,9 +25,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import List, Optional, Tuple
 
 Sample = Tuple[str, int]
+
+# a header is column names: words, separated by commas or spaces; a path has a '.' or a '/'
+_HEADER = re.compile(r'[A-Za-z_][\w\s,\-]*')
 
 
 class AnnotationError(ValueError):
@@ -69,7 +75,7 @@ def _parse_lines(lines, source: str) -> List[Tuple[str, int, int]]:
             continue
         parsed = _split_line(line)
         if parsed is None:
-            if first_content_line:   # a header such as 'path,label' or 'video label'
+            if first_content_line and _HEADER.fullmatch(line):   # a header such as 'path,label' or 'video label'
                 first_content_line = False
                 continue
             raise AnnotationError(f"{source}:{lineno}: expected 'path,label' or 'path label' with an "

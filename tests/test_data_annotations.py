@@ -30,6 +30,11 @@ def test_malformed_line_names_file_and_line(tmp_path):
         read_annotations(path)
     with pytest.raises(AnnotationError, match=r'^x:2: expected'):
         parse_annotation_lines(['header', 'no label here'], source='x')   # only the first line may be a header
+    # a first line that looks like data is never taken for a header (it would drop a sample silently)
+    for first in ('a.mp4,one', 'a.mp4', 'videos/a 3x'):
+        with pytest.raises(AnnotationError, match=r'^x:1: expected'):
+            parse_annotation_lines([first, 'b.mp4,1'], source='x')
+    assert parse_annotation_lines(['video_id, label_id', 'b.mp4,1']) == [('b.mp4', 1)]
 
 
 def test_label_range_is_checked(tmp_path):
