@@ -138,6 +138,9 @@ class VideoDataset(Dataset):
                     raise UnreadableVideosError(
                         f"{self.source}: {failures} videos in a row were unreadable while looking for a "
                         f"replacement of sample {index}; last: {err}. {self._advice()}") from None
+                # drawn from the sample's own stream only, not skipping videos known to be bad: which
+                # videos a worker has seen fail depends on timing and is lost on resume, so skipping them
+                # would make the replacement (and an exact resume) depend on it
                 current = int(rng.integers(len(self.samples)))
         return dict(imgs=imgs, label=label, index=current, num_unreadable=failures, erase_boxes=boxes)
 
