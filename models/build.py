@@ -2,7 +2,8 @@
 
 Unlike the original, which took depth and width from hard-wired factory functions and ignored the yaml's
 ``MODEL.FOCAL.EMBED_DIM/DEPTHS``, ``MODEL.DROP_RATE``, ``TRAIN.USE_CHECKPOINT`` and several other keys, every
-key below is read: ``MODEL.TYPE`` only names the family.
+key below is read: ``MODEL.TYPE`` only names the family (a size in it that disagrees with
+``MODEL.FOCAL.EMBED_DIM/DEPTHS`` is logged as a warning).
 """
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ from .video_focalnet import VideoFocalNet
 
 _logger = logging.getLogger(__name__)
 
-MODEL_TYPES = tuple(f'{prefix}_{size}' for prefix in ('videofocalnet', 'video_focalnet')
-                    for size in ('tiny', 'small', 'base'))
+# the family name alone (custom width/depth, e.g. the toy) or with a published size
+MODEL_TYPES = ('videofocalnet', 'video_focalnet') + tuple(
+    f'{prefix}_{size}' for prefix in ('videofocalnet', 'video_focalnet') for size in ('tiny', 'small', 'base'))
+# width and depth of the published sizes, to flag a MODEL.TYPE that names another size than the keys build
+PUBLISHED_SIZES = {'tiny': (96, [2, 2, 6, 2]), 'small': (96, [2, 2, 18, 2]), 'base': (128, [2, 2, 18, 2])}
 
 
 def _config_error(msg: str) -> Exception:
@@ -33,6 +37,11 @@ def build_model(config: Any) -> VideoFocalNet:
         raise _config_error(f"MODEL.TYPE: expected one of {list(MODEL_TYPES)}, got {model_type!r}")
     focal = config.MODEL.FOCAL
     depths = list(focal.DEPTHS)
+    size = model_type.rsplit('_', 1)[-1]
+    if size in PUBLISHED_SIZES and (focal.EMBED_DIM, depths) != PUBLISHED_SIZES[size]:
+        _logger.warning("MODEL.TYPE %s names Video-FocalNet-%s (EMBED_DIM %d, DEPTHS %s), but the model is built "
+                        "from MODEL.FOCAL: EMBED_DIM %d, DEPTHS %s", model_type, size[0].upper(),
+                        *PUBLISHED_SIZES[size], focal.EMBED_DIM, depths)
     for key in ('FOCAL_LEVELS', 'FOCAL_WINDOWS', 'FOCAL_FACTORS'):
         value = focal[key]
         if not isinstance(value, int) and len(value) != len(depths):
@@ -50,6 +59,7 @@ def build_model(config: Any) -> VideoFocalNet:
         depths=depths,
         mlp_ratio=focal.MLP_RATIO,
         drop_rate=config.MODEL.DROP_RATE,
+        head_drop_rate=config.MODEL.HEAD_DROP_RATE,
         drop_path_rate=config.MODEL.DROP_PATH_RATE,
         drop_path_mode=config.MODEL.DROP_PATH_MODE,
         patch_norm=focal.PATCH_NORM,

@@ -11,8 +11,9 @@ state-dict keys and shapes as the released checkpoints. Differences from the ori
   (any multiple of ``tubelet_size``). ``num_frames`` only records the clip length it was built for.
 * Nothing is stored on modules during ``forward``; ``forward(x, return_modulators=True)`` returns the
   gates and modulators of every block instead (for visualisation).
-* ``drop_rate`` is honoured (the original never forwarded ``MODEL.DROP_RATE``): dropout after the stem
-  (the original's ``pos_drop``), in the MLPs, after each modulation's projection, and before the head.
+* ``drop_rate`` is honoured (the original never forwarded ``MODEL.DROP_RATE``) with the original's meaning:
+  dropout after the stem (``pos_drop``), in the MLPs and after each modulation's projection. Dropout
+  before the head, which the original did not have, is a separate ``head_drop_rate`` (default 0).
 * ``drop_path_mode='video'`` (default) draws stochastic depth once per clip; ``'frame'`` reproduces the
   original, which drew it independently for every frame because frames were folded into the batch.
 * Gradient checkpointing works (``set_grad_checkpointing``; the original's flag was never forwarded),
@@ -182,7 +183,7 @@ class VideoFocalNet(nn.Module):
         embed_dim: channels of the first stage; stage i has ``embed_dim * 2**i``.
         depths: blocks per stage.
         mlp_ratio: MLP hidden width relative to the block width.
-        drop_rate: dropout after the stem, in MLPs, after modulation projections and before the head.
+        drop_rate: dropout after the stem, in MLPs and after modulation projections (the original's).
         drop_path_rate: stochastic depth, linearly increasing from 0 to this over all blocks.
         patch_norm: LayerNorm after the stem.
         use_checkpoint: gradient checkpointing of every block (see ``set_grad_checkpointing``).
@@ -201,6 +202,7 @@ class VideoFocalNet(nn.Module):
             ``tubelet_size``.
         tubelet_size: frames merged into one token by the stem.
         drop_path_mode: ``'video'`` (one stochastic-depth draw per clip) or ``'frame'`` (the original).
+        head_drop_rate: dropout on the pooled features before the head (not in the original).
     """
 
     def __init__(self, img_size: int = 224, patch_size: int = 4, in_chans: int = 3, num_classes: int = 400,
@@ -211,7 +213,8 @@ class VideoFocalNet(nn.Module):
                  focal_factors: Union[int, Sequence[int]] = (2, 2, 2, 2), use_conv_embed: bool = False,
                  use_layerscale: bool = False, layerscale_value: float = 1e-4, use_postln: bool = False,
                  use_postln_in_modulation: bool = False, normalize_modulator: bool = False, num_frames: int = 8,
-                 tubelet_size: int = 1, drop_path_mode: str = 'video', selective_checkpoint: bool = True) -> None:
+                 tubelet_size: int = 1, drop_path_mode: str = 'video', selective_checkpoint: bool = True,
+                 head_drop_rate: float = 0.) -> None:
         super().__init__()
         depths = list(depths)
         num_stages = len(depths)
@@ -251,7 +254,7 @@ class VideoFocalNet(nn.Module):
                 use_layerscale=use_layerscale, layerscale_value=layerscale_value, use_postln=use_postln,
                 use_postln_in_modulation=use_postln_in_modulation, normalize_modulator=normalize_modulator))
         self.norm = nn.LayerNorm(self.num_features)
-        self.head_drop = nn.Dropout(drop_rate)
+        self.head_drop = nn.Dropout(head_drop_rate)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         self.apply(self._init_weights)
         self.set_grad_checkpointing(use_checkpoint)

@@ -1,6 +1,7 @@
 """Video-FocalNet model: equality with the original (reference vectors and the in-tests reference
 implementation, for every option), checkpoint layout, training behaviour and the model API."""
 import json
+import logging
 import os
 
 import pytest
@@ -281,9 +282,11 @@ def test_drop_path_mode(mode):
 
 def test_drop_rate_is_honoured():
     model = VideoFocalNet(**TINY, drop_rate=0.25)
-    rates = {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}
-    assert rates == {0.25}
-    assert model.head_drop.p == 0.25 and model.layers[0].blocks[0].modulation.proj_drop.p == 0.25
+    rates = {name: m.p for name, m in model.named_modules() if isinstance(m, torch.nn.Dropout)}
+    # the original's meaning: stem, MLPs and projections; dropout before the head is a separate rate
+    assert rates.pop('head_drop') == 0.0 and set(rates.values()) == {0.25}
+    assert model.pos_drop.p == 0.25 and model.layers[0].blocks[0].modulation.proj_drop.p == 0.25
+    assert VideoFocalNet(**TINY, head_drop_rate=0.5).head_drop.p == 0.5
     model.train()
     x = _clip(TINY)
     torch.manual_seed(0)
@@ -402,9 +405,18 @@ def _toy_config(*opts):
     return load_config(os.path.join(REPO_ROOT, 'configs', 'toy', 'video-focalnet_toy.yaml'), list(opts))
 
 
+def test_model_type_naming_another_size_warns(caplog):
+    with caplog.at_level(logging.WARNING, logger='models.build'):
+        build_model(_toy_config())                                        # TYPE videofocalnet: custom size
+        assert not caplog.records
+        model = build_model(_toy_config('MODEL.TYPE', 'videofocalnet_base'))
+    assert model.embed_dim[0] == 16     # built from MODEL.FOCAL, as documented
+    assert 'names Video-FocalNet-B (EMBED_DIM 128' in caplog.text and 'EMBED_DIM 16' in caplog.text
+
+
 def test_build_model_reads_every_key():
     config = _toy_config(
-        'MODEL.DROP_RATE', '0.1', 'MODEL.DROP_PATH_RATE', '0.2', 'MODEL.DROP_PATH_MODE', 'frame',
+        'MODEL.DROP_RATE', '0.1', 'MODEL.HEAD_DROP_RATE', '0.3', 'MODEL.DROP_PATH_RATE', '0.2', 'MODEL.DROP_PATH_MODE', 'frame',
         'MODEL.TUBELET_SIZE', '2', 'DATA.NUM_FRAMES', '4', 'DATA.IMG_SIZE', '48', 'TRAIN.USE_CHECKPOINT', 'True',
         'MODEL.FOCAL.EMBED_DIM', '8', 'MODEL.FOCAL.DEPTHS', '[1, 2, 1]', 'MODEL.FOCAL.FOCAL_LEVELS', '[1, 2, 3]',
         'MODEL.FOCAL.FOCAL_WINDOWS', '[3, 1, 3]', 'MODEL.FOCAL.FOCAL_FACTORS', '[2, 2, 4]',
@@ -422,7 +434,7 @@ def test_build_model_reads_every_key():
     assert model.layers[0].blocks[0].mlp.fc1.out_features == 16
     assert model.layers[2].blocks[0].drop_path.drop_prob == pytest.approx(0.2)
     assert model.layers[2].blocks[0].drop_path.mode == 'frame'
-    assert model.head_drop.p == 0.1
+    assert model.pos_drop.p == 0.1 and model.layers[0].blocks[0].mlp.drop1.p == 0.1 and model.head_drop.p == 0.3
     assert model.layers[2].blocks[0].modulation.kernel_sizes == [3, 7, 11]
     assert model.layers[1].blocks[0].modulation.kernel_sizes == [1, 3]
     assert torch.all(model.layers[0].blocks[0].gamma_1 == 0.3)

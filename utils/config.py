@@ -63,11 +63,12 @@ _C.DATA.MAX_UNREADABLE_FRACTION = 0.01
 # Model settings
 # -----------------------------------------------------------------------------
 _C.MODEL = CN()
-_C.MODEL.TYPE = 'focal'                   # videofocalnet_{tiny,small,base} or video_focalnet_*
+_C.MODEL.TYPE = 'focal'                   # videofocalnet[_tiny|_small|_base] or video_focalnet[_*]
 _C.MODEL.NAME = ''                        # used in logs and the output path
 _C.MODEL.RESUME = ''                      # checkpoint to evaluate / fine-tune / resume from
 _C.MODEL.NUM_CLASSES = 1000
-_C.MODEL.DROP_RATE = 0.0                  # was dead: now the dropout of the MLPs, projections and head
+_C.MODEL.DROP_RATE = 0.0                  # was dead: now the dropout after the stem, in MLPs and projections
+_C.MODEL.HEAD_DROP_RATE = 0.0             # new: dropout before the classifier (the original had none)
 _C.MODEL.DROP_PATH_RATE = 0.1
 _C.MODEL.LABEL_SMOOTHING = 0.1            # used when mixup/cutmix are off
 _C.MODEL.PRETRAINED = False               # the original downloaded from empty URLs; use TRAIN.PRETRAINED_PATH
