@@ -122,6 +122,10 @@ class Trainer:
             self.train_model = DistributedDataParallel(
                 model, device_ids=[dist_info.local_rank] if self.device.type == 'cuda' else None,
                 static_graph=bool(config.TRAIN.USE_CHECKPOINT), **du.no_buffer_sync_kwargs())
+        if self.ema is None and config.TRAIN.EMA:
+            # after DDP's broadcast: every rank seeds its model differently (SEED + rank) and the head of an
+            # ImageNet init is drawn per rank, so an EMA copied before would start from other weights per rank
+            self.ema = ModelEma(self.model, config.TRAIN.EMA_DECAY)
         self.eval_model: torch.nn.Module = model
         if config.TRAIN.COMPILE:
             self.train_model = torch.compile(self.train_model)
@@ -148,10 +152,9 @@ class Trainer:
                         f"{self.updates_per_epoch}, max accuracy {state['max_accuracy']:.2f}%")
             if config.TRAIN.PRETRAINED_PATH:
                 logger.info(f'TRAIN.PRETRAINED_PATH not loaded: the weights come from {path}')
-        else:
-            if config.TRAIN.PRETRAINED_PATH:
-                load_pretrained(self.model, config.TRAIN.PRETRAINED_PATH, config)
-            self.ema = ModelEma(self.model, config.TRAIN.EMA_DECAY) if config.TRAIN.EMA else None
+        elif config.TRAIN.PRETRAINED_PATH:
+            load_pretrained(self.model, config.TRAIN.PRETRAINED_PATH, config)
+        # a fresh EMA is made in __init__ once DDP has given every rank rank 0's weights
         return state
 
     def checkpoint_state(self, epoch: int, epoch_step: int) -> Dict[str, Any]:

@@ -62,6 +62,20 @@ def test_two_processes_match_one_process(work, baseline):
     assert os.path.exists(os.path.join(run_folder(work['out'], 'ddp'), 'log_rank1.txt'))
 
 
+def test_ema_is_the_same_on_every_rank(work):
+    """The EMA starts from the weights every rank trains (rank 0's), not from each rank's own random init:
+    validated on two processes, its per-epoch accuracies equal one process's."""
+    ema = dict(TRAIN__EMA=True, TRAIN__EMA_DECAY=0.9)
+    run_main(_args(work, 'ema1', **ema))
+    run_main(_args(work, 'ema2', DATA__BATCH_SIZE=2, **ema), nproc=2)
+    metrics = [[(m['val_ema_acc1'], m['val_ema_acc5'], m['val_acc1']) for m in
+                map(json.loads, open(os.path.join(run_folder(work['out'], tag), 'metrics.jsonl')))]
+               for tag in ('ema1', 'ema2')]
+    assert metrics[0] == metrics[1]
+    assert max_abs_diff(_weights_and_ema(run_folder(work['out'], 'ema1')),
+                        _weights_and_ema(run_folder(work['out'], 'ema2'))) < 1e-5
+
+
 def test_gradient_accumulation_2x2_matches_batch_4(work, baseline):
     """Also with gradient checkpointing, which must not change the numbers."""
     run_main(_args(work, 'accum', '--accumulation-steps', '2', '--use-checkpoint', DATA__BATCH_SIZE=2))
