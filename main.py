@@ -48,8 +48,9 @@ from utils.lr_scheduler import build_scheduler
 from utils.misc import (AverageMeter, PreemptionFlag, atomic_write_text, configure_determinism,
                         environment_summary, format_duration, memory_mb, seed_everything)
 from utils.optimizer import build_optimizer, clip_gradients
+from utils.pretrained import PretrainedMismatchError
 from utils.training import (NonFiniteLossError, PreemptedError, amp_dtype, apply_weight_init, autocast,
-                            build_criterion, build_grad_scaler, checkpoint_names, gather_random_states,
+                            build_criterion, build_grad_scaler, check_finite_weights, checkpoint_names, gather_random_states,
                             measure_throughput, resolve_resume, restore_training_state, skip_first_batches,
                             write_checkpoint)
 
@@ -111,7 +112,7 @@ class Trainer:
         self.accum = max(1, config.TRAIN.ACCUMULATION_STEPS)
         self.updates_per_epoch = len(self.train_loader) // self.accum
         if self.updates_per_epoch < 1:
-            raise ValueError(f'{config.DATA.TRAIN_FILE}: {len(self.train_loader)} batches per epoch, fewer than one '
+            raise ConfigError(f'{config.DATA.TRAIN_FILE}: {len(self.train_loader)} batches per epoch, fewer than one '
                              f'optimizer update of {self.accum} x {config.DATA.BATCH_SIZE} clips per process')
         self.scheduler = build_scheduler(config, self.optimizer, self.updates_per_epoch)
         self.amp_dtype = amp_dtype(config, self.device)
@@ -160,7 +161,10 @@ class Trainer:
     def checkpoint_state(self, epoch: int, epoch_step: int) -> Dict[str, Any]:
         """What a checkpoint holds; ``epoch`` = last completed epoch, ``epoch_step`` = updates done after it.
 
-        Call on every rank (the random states are gathered); only rank 0 writes it."""
+        Call on every rank (the random states are gathered); only rank 0 writes it. Weights that are no
+        longer finite (an update that overflowed although its loss and gradients were finite) stop the run
+        here, before anything is written, on every rank alike (DDP keeps the weights equal)."""
+        check_finite_weights(self.model, f'epoch {epoch} update {epoch_step}')
         random_states = gather_random_states(self.mixup)
         return {
             'model': self.model.state_dict(), 'optimizer': self.optimizer.state_dict(),
@@ -446,7 +450,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     dist_info = du.init_distributed(args.local_rank)
     try:
         return run(config, dist_info)
-    except (ConfigError, CheckpointError, AnnotationError, FileNotFoundError) as e:
+    except (ConfigError, CheckpointError, PretrainedMismatchError, AnnotationError, FileNotFoundError) as e:
         logger.error(f'{type(e).__name__}: {e}')  # a user error: one line, no traceback
         print(f'main.py: error: {e}', file=sys.stderr)
         return 2

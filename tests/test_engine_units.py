@@ -17,7 +17,8 @@ from utils.evaluation import (EvaluationError, VideoScoreMeter, classification_m
 from utils.lr_scheduler import WarmupLRScheduler, build_scheduler
 from utils.misc import AverageMeter, PreemptionFlag, format_duration, publish_file
 from utils.optimizer import build_optimizer, clip_gradients, param_groups_weight_decay
-from utils.training import checkpoint_names, resolve_resume, skip_first_batches, write_checkpoint
+from utils.training import (NonFiniteLossError, check_finite_weights, checkpoint_names, resolve_resume,
+                            skip_first_batches, write_checkpoint)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOY_CFG = os.path.join(REPO, 'configs', 'toy', 'video-focalnet_toy.yaml')
@@ -332,6 +333,17 @@ def test_preemption_flag_catches_sigterm():
     finally:
         flag.uninstall()
     assert signal.getsignal(signal.SIGTERM) is not flag._handle
+
+
+def test_non_finite_weights_are_refused_before_a_checkpoint():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    check_finite_weights(model, 'epoch 0 update 0')            # finite: nothing happens
+    with torch.no_grad():
+        model[0].weight[1, 2] = float('inf')
+        model[1].running_var[0] = float('nan')
+    with pytest.raises(NonFiniteLossError, match=r'^2 weight tensor\(s\) are no longer finite at epoch 3 update 1 '
+                                                 r'\(0\.weight, 1\.running_var\); no checkpoint was written'):
+        check_finite_weights(model, 'epoch 3 update 1')
 
 
 def test_small_helpers():

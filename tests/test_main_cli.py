@@ -3,6 +3,7 @@ only when given, user errors as one line, toy-data preparation and --throughput.
 import os
 
 import pytest
+import torch
 
 import main
 from engine_helpers import TOY_CFG, make_tiny_data, tiny_opts
@@ -46,6 +47,17 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     code = main.main(['--cfg', TOY_CFG, '--output', str(tmp_path / 'out'), '--eval', '--resume',
                       str(tmp_path / 'missing.pth'), '--opts', *tiny_opts(data)])
     assert code == 2 and 'missing.pth' in capsys.readouterr().err
+    # 2 training videos, 4 per batch: not one optimizer update per epoch
+    code = main.main(['--cfg', TOY_CFG, '--output', str(tmp_path / 'out'), '--opts', *tiny_opts(data)])
+    assert code == 2 and 'fewer than one optimizer update' in capsys.readouterr().err
+    # ImageNet weights of another width: the mismatch report, not a traceback
+    from models import VideoFocalNet
+    wide = str(tmp_path / 'wide.pth')
+    torch.save({'model': VideoFocalNet(embed_dim=16, depths=[1, 1, 1, 1], num_classes=1000).state_dict()}, wide)
+    code = main.main(['--cfg', TOY_CFG, '--output', str(tmp_path / 'out'), '--pretrained', wide,
+                      '--opts', *tiny_opts(data, DATA__BATCH_SIZE=2)])
+    err = capsys.readouterr().err
+    assert code == 2 and 'wide.pth' in err and 'Traceback' not in err, err
 
 
 def test_toy_data_is_generated_by_rank_0_when_missing(tmp_path, monkeypatch):

@@ -44,6 +44,19 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or inf on at least one rank; training stops without saving."""
 
 
+def check_finite_weights(model: torch.nn.Module, when: str) -> None:
+    """Raise ``NonFiniteLossError`` naming the tensors when a floating-point weight or buffer is NaN/inf.
+
+    Called before a checkpoint is made: an update can overflow the weights although its loss and
+    gradients were finite, and such a state must never replace a good checkpoint."""
+    bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise NonFiniteLossError(
+            f'{len(bad)} weight tensor(s) are no longer finite at {when} ({", ".join(bad[:3])}); no checkpoint '
+            'was written from this state, the last one written is intact. Try a lower TRAIN.BASE_LR or '
+            'TRAIN.CLIP_GRAD > 0.')
+
+
 class PreemptedError(Exception):
     """Raised after a preemption checkpoint was written; ``main`` exits with code 0."""
 
