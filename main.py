@@ -210,6 +210,12 @@ class Trainer:
             self.has_best = self.has_best or improved
             logger.info(f"epoch {epoch}: max accuracy {self.state['max_accuracy']:.2f}%, "
                         f"{format_duration(time.time() - epoch_start)}")
+            # a signal that came during validation or the save: last.pth is already this epoch's, stop now
+            requested = torch.tensor([float(self.preemption.requested)], dtype=torch.float64, device=self.device)
+            if du.all_reduce_sum(requested).item() > 0:
+                logger.warning(f'{self.preemption.signal_name or "preemption"} received: last.pth holds epoch '
+                               f'{epoch}; exiting, rerun the same command to continue')
+                raise PreemptedError()
         logger.info(f'training time {format_duration(time.time() - run_start)}')
         self.tb.flush()
 

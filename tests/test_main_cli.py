@@ -1,6 +1,7 @@
 """main.py's command line (in-process): the original's flags, launcher flags, unknown flags, flags applied
 only when given, user errors as one line, toy-data preparation and --throughput."""
 import os
+import signal
 
 import pytest
 import torch
@@ -80,3 +81,25 @@ def test_throughput_mode(tmp_path, caplog):
         assert main.main(['--cfg', TOY_CFG, '--throughput', '--output', str(tmp_path / 'out'),
                           '--opts', *tiny_opts(data)]) == 0
     assert any('throughput:' in r.getMessage() and 'clips/s' in r.getMessage() for r in caplog.records)
+
+
+def test_signal_during_validation_stops_after_the_epoch_save(tmp_path, monkeypatch):
+    """SIGTERM while validating: the epoch's last.pth is written, then the run exits 0 instead of doing one
+    more update of the next epoch (or, in the last epoch, ignoring the signal)."""
+    data = make_tiny_data(str(tmp_path / 'data'), num_train=8, num_val=2)
+    validate = main.Trainer.validate
+
+    def validate_then_signal(self, epoch):
+        result = validate(self, epoch)
+        os.kill(os.getpid(), signal.SIGTERM)   # caught by the trainer's handler: only a flag
+        return result
+
+    monkeypatch.setattr(main.Trainer, 'validate', validate_then_signal)
+    out = tmp_path / 'out'
+    assert main.main(['--cfg', TOY_CFG, '--output', str(out), '--tag', 't',
+                      '--opts', *tiny_opts(data, TRAIN__EPOCHS=3)]) == 0
+    folder = out / 'toy' / 'video-focalnet_toy' / 't'
+    last = torch.load(folder / 'last.pth', weights_only=True)
+    assert (last['epoch'], last['epoch_step']) == (0, 0)
+    assert len((folder / 'metrics.jsonl').read_text().splitlines()) == 1
+    assert not (folder / 'eval_results.json').exists()
