@@ -117,6 +117,9 @@ def test_lr_scaling_rule():
     c = load_config(os.path.join(REPO, 'configs', 'kinetics400', 'video-focalnet_tiny.yaml'))
     apply_lr_scaling(c, world_size=4)  # 0.1 x 8 x 4 / 512
     assert c.TRAIN.BASE_LR == pytest.approx(0.00625) and c.TRAIN.MIN_LR == pytest.approx(0.0000625)
+    assert not c.TRAIN.LR_SCALING
+    apply_lr_scaling(c, world_size=4)     # already final: the stored config does not scale twice
+    assert c.TRAIN.BASE_LR == pytest.approx(0.00625)
     c = load_config(None, ['DATA.BATCH_SIZE', '8', 'TRAIN.BASE_LR', '0.1', 'TRAIN.ACCUMULATION_STEPS', '16'])
     apply_lr_scaling(c, world_size=4)
     assert c.TRAIN.BASE_LR == pytest.approx(0.1)

@@ -367,7 +367,9 @@ def load_config(cfg_file: Optional[str] = None, opts: Optional[Iterable[str]] = 
 def apply_lr_scaling(config: CN, world_size: int) -> CN:
     """The original's linear scaling rule: LR x (BATCH_SIZE x world_size / 512) x ACCUMULATION_STEPS.
 
-    Applied to BASE_LR, WARMUP_LR and MIN_LR alike; switched off by TRAIN.LR_SCALING False.
+    Applied to BASE_LR, WARMUP_LR and MIN_LR alike; switched off by TRAIN.LR_SCALING False. The result
+    says ``LR_SCALING: False``: its LRs are final, so the stored config (``OUTPUT/config.yaml``, a
+    checkpoint's) trains with the same LRs when it is used as ``--cfg`` again, whatever the world size.
     """
     if not config.TRAIN.LR_SCALING:
         return config
@@ -378,6 +380,7 @@ def apply_lr_scaling(config: CN, world_size: int) -> CN:
     config.TRAIN.BASE_LR = config.TRAIN.BASE_LR * factor
     config.TRAIN.WARMUP_LR = config.TRAIN.WARMUP_LR * factor
     config.TRAIN.MIN_LR = config.TRAIN.MIN_LR * factor
+    config.TRAIN.LR_SCALING = False
     config.freeze()
     return config
 
