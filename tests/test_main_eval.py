@@ -1,5 +1,6 @@
 """``main.py --eval`` end to end: a checkpoint in the original's format (pickled yacs config), exact per-video
-counts for world sizes 1, 2 and 3 with 7 readable videos + 1 unreadable, no train file or ImageNet file needed,
+counts for world sizes 1, 2 and 3 with 6 readable videos + 1 unreadable (7 entries: shards of unequal length for
+both 2 and 3 processes), no train file or ImageNet file needed,
 auto-resume never replacing --resume."""
 import csv
 import json
@@ -21,7 +22,7 @@ def setup(tmp_path_factory):
     assert len(lines) == 7
     val = os.path.join(data, 'val_with_missing.csv')
     with open(val, 'w') as f:
-        f.write('\n'.join(lines[:3] + ['val/missing.mp4,3'] + lines[3:]) + '\n')
+        f.write('\n'.join(lines[:3] + ['val/missing.mp4,3'] + lines[3:6]) + '\n')
     from models import build_model
     from utils.config import load_config
     config = load_config(TOY_CFG, tiny_opts(data))
@@ -60,13 +61,13 @@ def single(setup):
 def test_original_format_checkpoint_evaluates(setup, single):
     folder, result, rows = single
     assert result['checkpoint'] == setup['ckpt'] and result['epoch'] == 3
-    assert result['num_videos'] == 7 and result['num_views'] == 6 and result['views'] == '2x3'
+    assert result['num_videos'] == 6 and result['num_views'] == 6 and result['views'] == '2x3'
     assert result['unreadable'] == [setup['missing']] and result['num_unreadable'] == 1
     for key in ('acc1', 'acc5', 'mean_class_acc'):
         assert 0.0 <= result[key] <= 100.0
-    assert len(rows) == 7 and len({r['path'] for r in rows}) == 7
+    assert len(rows) == 6 and len({r['path'] for r in rows}) == 6
     assert setup['missing'] not in {r['path'] for r in rows}
-    acc1 = 100.0 * sum(r['correct'] == '1' for r in rows) / 7
+    acc1 = 100.0 * sum(r['correct'] == '1' for r in rows) / 6
     assert result['acc1'] == pytest.approx(acc1)
     assert not os.path.exists(os.path.join(folder, 'best.pth'))  # evaluation writes no checkpoints
 
@@ -75,7 +76,7 @@ def test_original_format_checkpoint_evaluates(setup, single):
 def test_counts_are_exact_for_any_world_size(setup, single, world_size):
     folder, result, rows = _eval(setup, world_size)
     assert result['world_size'] == world_size
-    assert result['num_videos'] == 7 and result['unreadable'] == [setup['missing']]
+    assert result['num_videos'] == 6 and result['unreadable'] == [setup['missing']]
     assert sorted(r['path'] for r in rows) == sorted(r['path'] for r in single[2])
     for key in ('acc1', 'acc5', 'mean_class_acc'):
         assert result[key] == pytest.approx(single[1][key])
