@@ -84,6 +84,23 @@ def test_publish_keeps_model_and_config_only(tmp_path, models, capsys):
     assert sorted(os.listdir(tmp_path / 'release')) == [os.path.basename(path)]  # no temporary left behind
 
 
+def test_publish_without_hard_links(tmp_path, models, monkeypatch):
+    """File systems without hard links: the release is copied, still never over an existing file."""
+    model, ema_model = models
+    ckpt = tmp_path / 'last.pth'
+    save_checkpoint(ckpt, _training_checkpoint(model, ema_model))
+
+    def no_links(src, dst):
+        raise PermissionError(1, 'Operation not permitted')
+
+    monkeypatch.setattr(os, 'link', no_links)
+    path, sha = publish.publish(str(ckpt), str(tmp_path / 'out' / 'release.pth'))
+    _check_published(path, model.state_dict())
+    with pytest.raises(FileExistsError, match='already exists; not overwriting it'):
+        publish.publish(str(ckpt), str(tmp_path / 'out' / 'release.pth'))
+    assert os.listdir(tmp_path / 'out') == [os.path.basename(path)]
+
+
 def test_publish_ema_weights(tmp_path, models):
     model, ema_model = models
     with torch.no_grad():

@@ -19,7 +19,7 @@ def add_model_arguments(parser) -> None:
     parser.add_argument('--resume', required=True, metavar='CKPT', help='checkpoint with the model weights')
     parser.add_argument('--device', default=None, choices=('cpu', 'cuda'),
                         help='default: cuda when available, else cpu')
-    parser.add_argument('--opts', nargs='+', default=[], metavar='KEY VALUE',
+    parser.add_argument('--opts', nargs='+', action='extend', default=[], metavar='KEY VALUE',
                         help="config overrides, e.g. --opts DATA.NUM_FRAMES 16")
 
 

@@ -15,6 +15,7 @@ carried optimizer state and a pickled yacs config, so ``weights_only=True`` coul
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -103,6 +104,14 @@ def publish(ckpt: str, out: str, use_ema: bool = False) -> tuple:
             os.link(tmp, final)  # unlike rename, fails instead of replacing an existing file
         except FileExistsError:
             raise FileExistsError(f"{final}: already exists; not overwriting it") from None
+        except OSError:  # a file system without hard links: create exclusively, then copy
+            try:
+                with open(final, 'xb') as dst, open(tmp, 'rb') as src:
+                    shutil.copyfileobj(src, dst)
+                    dst.flush()
+                    os.fsync(dst.fileno())
+            except FileExistsError:
+                raise FileExistsError(f"{final}: already exists; not overwriting it") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -3,7 +3,7 @@
     python tools/report.py OUTPUT [--labels CSV] [--top N] [--order cluster|accuracy|id] [--out DIR]
 
 ``OUTPUT`` is the output folder of an evaluation (it holds ``predictions.csv``, written by
-``main.py --eval``) or a predictions csv itself (e.g. the final test's, which has a prefix). Writes,
+``main.py --eval`` or by the final test after training) or a predictions csv itself. Writes,
 next to it (or into ``--out``):
 
 * ``per_class_accuracy.csv``: one row per class, sorted by top-1 accuracy, worst first;

@@ -100,7 +100,7 @@ def render(frames: np.ndarray, spatial: np.ndarray, temporal: np.ndarray, title:
         rows.append([frame, _render.overlay_heatmap(frame, spatial[j], alpha),
                      _render.overlay_heatmap(frame, temporal[j], alpha)])
         labels.append(f'frame {i}')
-    bar = _render.colorbar(min(3 * size, 360), 16, low='low modulator', high='high magnitude')
+    bar = _render.colorbar(min(3 * size, 360), 16, low='weak modulation', high='strong')
     grid = _render.labelled_grid(rows, COLUMNS, labels, title=title, footer=bar)
     gif = [_render.labelled_grid([row], COLUMNS, [label], title=title, footer=bar)
            for row, label in zip(rows, labels)]
