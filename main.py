@@ -40,7 +40,7 @@ from datasets import (AnnotationError, UnreadableVideosError, apply_random_erasi
 from models import build_model
 from utils import distributed as du
 from utils.checkpoint import CheckpointError, load_model_weights, load_pretrained, restore_rng_state
-from utils.config import ConfigError, apply_lr_scaling, config_to_yaml, get_config
+from utils.config import ConfigError, apply_lr_scaling, config_to_yaml, get_config, keys_the_original_ignored
 from utils.ema import ModelEma
 from utils.evaluation import evaluate_views, test_and_report
 from utils.logger import TensorBoardWriter, setup_logging
@@ -432,6 +432,10 @@ def run(config: Any, dist_info: du.DistInfo) -> int:
     if config.EVAL_MODE:
         evaluate_checkpoint(config, dist_info, model)
         return 0
+    ignored = keys_the_original_ignored(config)
+    if ignored:
+        logger.info('in effect here, ignored by the original code (see README, Differences from the original): '
+                    + '; '.join(ignored))
     trainer = Trainer(config, dist_info, model)
     try:
         trainer.fit()

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from utils.config import (ConfigError, apply_lr_scaling, config_from_yaml_text, config_to_yaml, get_config,
-                          get_default_config, load_config)
+                          get_default_config, keys_the_original_ignored, load_config)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE = os.path.join(REPO, '..', 'shared', 'reference')
@@ -132,3 +132,16 @@ def test_yaml_text_round_trip():
     c = load_config(os.path.join(REPO, 'configs', 'ssv2', 'video-focalnet_base.yaml'))
     back = config_from_yaml_text(config_to_yaml(c))
     assert back == c
+
+
+def test_keys_the_original_ignored_are_listed_for_original_yamls_only():
+    for path in glob.glob(os.path.join(REPO, 'configs', '*', 'video-focalnet_*.yaml')):
+        if os.sep + 'toy' + os.sep not in path:
+            assert keys_the_original_ignored(load_config(path)) == [], path
+    original = os.path.join(REFERENCE, 'original_configs', 'kinetics400', 'video-focalnet_tiny.yaml')
+    if not os.path.exists(original):
+        pytest.skip('needs ../shared/reference/original_configs')
+    listed = ' | '.join(keys_the_original_ignored(load_config(original)))
+    for expected in ('TRAIN.WEIGHT_DECAY 0.0001', 'AUG.AUTO_AUGMENT rand-m9-mstd0.5-inc1', 'AUG.REPROB 0.25',
+                     'AUG.MIXUP_PROB 0.5'):
+        assert expected in listed

@@ -17,7 +17,7 @@ Learning-rate scaling needs the world size and therefore happens in ``apply_lr_s
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, List, Optional
 
 import yaml
 from yacs.config import CfgNode as CN
@@ -383,6 +383,26 @@ def apply_lr_scaling(config: CN, world_size: int) -> CN:
     config.TRAIN.LR_SCALING = False
     config.freeze()
     return config
+
+
+def keys_the_original_ignored(config: CN) -> List[str]:
+    """Settings of ``config`` that change training here although the original code ignored the key.
+
+    An original yaml loads unchanged, but e.g. its ``WEIGHT_DECAY: 1e-4`` and ``MIXUP_PROB: 0.5`` (no-ops
+    there) and the defaults for RandAugment and random erasing (never applied there) now act. The
+    shipped configs set them to what the published models were trained with, so this list is empty for
+    them; the training log prints it otherwise.
+    """
+    aug, found = config.AUG, []
+    if config.TRAIN.WEIGHT_DECAY > 0:
+        found.append(f'TRAIN.WEIGHT_DECAY {config.TRAIN.WEIGHT_DECAY:g} (the original decayed nothing)')
+    if str(aug.AUTO_AUGMENT).lower() not in ('', 'none'):
+        found.append(f'AUG.AUTO_AUGMENT {aug.AUTO_AUGMENT} (the original applied no RandAugment)')
+    if aug.REPROB > 0:
+        found.append(f'AUG.REPROB {aug.REPROB:g} (the original applied no random erasing)')
+    if (aug.MIXUP > 0 or aug.CUTMIX > 0) and aug.MIXUP_PROB < 1:
+        found.append(f'AUG.MIXUP_PROB {aug.MIXUP_PROB:g} (the original mixed every batch)')
+    return found
 
 
 def config_to_yaml(config: CN) -> str:
