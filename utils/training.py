@@ -239,12 +239,14 @@ def write_checkpoint(output_dir: str, names: List[str], state: Dict[str, Any]) -
 # ------------------------------------------------------------------------------------------------ throughput
 @torch.no_grad()
 def measure_throughput(config: Any, model: torch.nn.Module, device: torch.device) -> float:
-    """``--throughput``: clips/s of the model on DATA.BATCH_SIZE clips of the configured size, after warm-up
-    (the original had the config key but no code). Random uint8 clips are normalised on the device."""
+    """``--throughput``: inference clips/s of the model on DATA.BATCH_SIZE clips of the evaluated size
+    (DATA.INPUT_SIZE), after warm-up, compiled with TRAIN.COMPILE (the original had the config key but no
+    code). Random uint8 clips are normalised on the device."""
     from datasets import normalize_clip as normalize
     model.eval()
-    batch = config.DATA.BATCH_SIZE
-    shape = (batch, config.DATA.NUM_FRAMES, 3, config.DATA.IMG_SIZE, config.DATA.IMG_SIZE)
+    run = torch.compile(model) if config.TRAIN.COMPILE else model
+    batch, size = config.DATA.BATCH_SIZE, config.DATA.INPUT_SIZE
+    shape = (batch, config.DATA.NUM_FRAMES, 3, size, size)
     clips = normalize(torch.randint(0, 256, shape, dtype=torch.uint8, device=device))
     dtype = amp_dtype(config, device)
     warmup, iters = (10, 30) if device.type == 'cuda' else (2, 5)
@@ -253,14 +255,14 @@ def measure_throughput(config: Any, model: torch.nn.Module, device: torch.device
             if device.type == 'cuda':
                 torch.cuda.synchronize(device)
             start = time.time()
-        with autocast(device, dtype):
-            model(clips)
+        with torch.inference_mode(), autocast(device, dtype):
+            run(clips)
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
     throughput = batch * iters / (time.time() - start)
     _logger.info(f'throughput: {throughput:.1f} clips/s ({config.MODEL.NAME}, batch {batch}, '
-                f'{config.DATA.NUM_FRAMES} frames of {config.DATA.IMG_SIZE}px, AMP {config.TRAIN.AMP}, '
-                f'{device}, after {warmup} warm-up iterations)')
+                f'{config.DATA.NUM_FRAMES} frames of {size}px, AMP {config.TRAIN.AMP}, '
+                f'{"compiled, " if config.TRAIN.COMPILE else ""}{device}, after {warmup} warm-up iterations)')
     return throughput
 
 
