@@ -50,9 +50,9 @@ from utils.misc import (AverageMeter, PreemptionFlag, atomic_write_text, configu
 from utils.optimizer import build_optimizer, clip_gradients
 from utils.pretrained import PretrainedMismatchError
 from utils.training import (NonFiniteLossError, PreemptedError, amp_dtype, apply_weight_init, autocast,
-                            build_criterion, build_grad_scaler, check_finite_weights, checkpoint_names, gather_random_states,
-                            measure_throughput, resolve_resume, restore_training_state, skip_first_batches,
-                            write_checkpoint)
+                            build_criterion, build_grad_scaler, check_finite_weights, checkpoint_names,
+                            gather_random_states, measure_throughput, resolve_resume, restore_training_state,
+                            skip_first_batches, write_checkpoint)
 
 logger = logging.getLogger('main')
 
@@ -112,8 +112,8 @@ class Trainer:
         self.accum = max(1, config.TRAIN.ACCUMULATION_STEPS)
         self.updates_per_epoch = len(self.train_loader) // self.accum
         if self.updates_per_epoch < 1:
-            raise ConfigError(f'{config.DATA.TRAIN_FILE}: {len(self.train_loader)} batches per epoch, fewer than one '
-                             f'optimizer update of {self.accum} x {config.DATA.BATCH_SIZE} clips per process')
+            raise ConfigError(f'{config.DATA.TRAIN_FILE}: {len(self.train_loader)} batches per epoch, fewer than '
+                              f'one optimizer update of {self.accum} x {config.DATA.BATCH_SIZE} clips per process')
         self.scheduler = build_scheduler(config, self.optimizer, self.updates_per_epoch)
         self.amp_dtype = amp_dtype(config, self.device)
         self.scaler = build_grad_scaler(self.device, self.amp_dtype)

@@ -75,7 +75,7 @@ def _parse_lines(lines, source: str) -> List[Tuple[str, int, int]]:
             continue
         parsed = _split_line(line)
         if parsed is None:
-            if first_content_line and _HEADER.fullmatch(line):   # a header such as 'path,label' or 'video label'
+            if first_content_line and _HEADER.fullmatch(line):   # e.g. 'path,label' or 'video label'
                 first_content_line = False
                 continue
             raise AnnotationError(f"{source}:{lineno}: expected 'path,label' or 'path label' with an "

@@ -434,7 +434,8 @@ def test_build_model_reads_every_key():
     assert model.layers[0].blocks[0].mlp.fc1.out_features == 16
     assert model.layers[2].blocks[0].drop_path.drop_prob == pytest.approx(0.2)
     assert model.layers[2].blocks[0].drop_path.mode == 'frame'
-    assert model.pos_drop.p == 0.1 and model.layers[0].blocks[0].mlp.drop1.p == 0.1 and model.head_drop.p == 0.3
+    assert model.pos_drop.p == 0.1 and model.layers[0].blocks[0].mlp.drop1.p == 0.1
+    assert model.head_drop.p == 0.3
     assert model.layers[2].blocks[0].modulation.kernel_sizes == [3, 7, 11]
     assert model.layers[1].blocks[0].modulation.kernel_sizes == [1, 3]
     assert torch.all(model.layers[0].blocks[0].gamma_1 == 0.3)

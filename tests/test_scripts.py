@@ -9,7 +9,8 @@ import pytest
 
 from engine_helpers import REPO, env, free_port, make_tiny_data, tiny_opts
 
-CONFIGS = sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, 'configs', '*', 'video-focalnet_*.yaml')))
+CONFIGS = sorted(os.path.relpath(p, REPO)
+                 for p in glob.glob(os.path.join(REPO, 'configs', '*', 'video-focalnet_*.yaml')))
 
 
 @pytest.mark.parametrize('config', CONFIGS)
