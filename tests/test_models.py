@@ -416,7 +416,8 @@ def test_model_type_naming_another_size_warns(caplog):
 
 def test_build_model_reads_every_key():
     config = _toy_config(
-        'MODEL.DROP_RATE', '0.1', 'MODEL.HEAD_DROP_RATE', '0.3', 'MODEL.DROP_PATH_RATE', '0.2', 'MODEL.DROP_PATH_MODE', 'frame',
+        'MODEL.DROP_RATE', '0.1', 'MODEL.HEAD_DROP_RATE', '0.3', 'MODEL.DROP_PATH_RATE', '0.2',
+        'MODEL.DROP_PATH_MODE', 'frame',
         'MODEL.TUBELET_SIZE', '2', 'DATA.NUM_FRAMES', '4', 'DATA.IMG_SIZE', '48', 'TRAIN.USE_CHECKPOINT', 'True',
         'MODEL.FOCAL.EMBED_DIM', '8', 'MODEL.FOCAL.DEPTHS', '[1, 2, 1]', 'MODEL.FOCAL.FOCAL_LEVELS', '[1, 2, 3]',
         'MODEL.FOCAL.FOCAL_WINDOWS', '[3, 1, 3]', 'MODEL.FOCAL.FOCAL_FACTORS', '[2, 2, 4]',
