@@ -89,6 +89,19 @@ def release_state(checkpoint: dict, use_ema: bool = False, source: str = '') -> 
     return state
 
 
+def _create_exclusively(src: str, dst: str) -> None:
+    """Make ``dst`` a copy of ``src``; FileExistsError if ``dst`` exists (unlike rename, nothing is replaced)."""
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links: create exclusively, then copy
+        with open(dst, 'xb') as out, open(src, 'rb') as inp:
+            shutil.copyfileobj(inp, out)
+            out.flush()
+            os.fsync(out.fileno())
+
+
 def publish(ckpt: str, out: str, use_ema: bool = False) -> tuple:
     """Write the release file; returns (final path, sha256). Refuses to overwrite an existing file."""
     checkpoint = load_checkpoint_file(ckpt)
@@ -101,17 +114,9 @@ def publish(ckpt: str, out: str, use_ema: bool = False) -> tuple:
         sha = sha256_of(tmp)
         final = hashed_name(out, sha)
         try:
-            os.link(tmp, final)  # unlike rename, fails instead of replacing an existing file
+            _create_exclusively(tmp, final)
         except FileExistsError:
             raise FileExistsError(f"{final}: already exists; not overwriting it") from None
-        except OSError:  # a file system without hard links: create exclusively, then copy
-            try:
-                with open(final, 'xb') as dst, open(tmp, 'rb') as src:
-                    shutil.copyfileobj(src, dst)
-                    dst.flush()
-                    os.fsync(dst.fileno())
-            except FileExistsError:
-                raise FileExistsError(f"{final}: already exists; not overwriting it") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
