@@ -407,6 +407,19 @@ def test_describe_and_check_list(tmp_path):
     assert check_list(str(listing)).status == 'bad manifest'
     with pytest.raises(ValueError, match='annotation file not found'):
         describe_list(str(tmp_path / 'none.csv'))
+    (tmp_path / 'latin1.csv').write_bytes(b'caf\xe9.mp4,1\n')
+    with pytest.raises(ValueError, match='not UTF-8'):
+        describe_list(str(tmp_path / 'latin1.csv'))
+
+
+def test_check_list_compares_the_label_list(kinetics400, capsys):
+    ann, videos, out = kinetics400
+    assert run(capsys, 'kinetics400', '--annotations', ann, '--videos', videos, '--out', out)[0] == 0
+    same = check_list(str(out / 'val.csv'), label_list=os.path.join(LABELS, 'kinetics_400_labels.csv'))
+    assert same.status == 'match' and same.labels_match is True and 'label list' not in same.message
+    other = check_list(str(out / 'val.csv'), label_list=os.path.join(LABELS, 'kinetics_600_labels.csv'))
+    assert other.status == 'match' and other.labels_match is False
+    assert 'the label list differs' in other.message and 'labels/kinetics_400_labels.csv' in other.message
 
 
 def test_module_entry_point_exit_status(tmp_path, monkeypatch, capsys):

@@ -40,7 +40,11 @@ def describe_list(path: str) -> Tuple[int, str]:
         raise AnnotationError(f"{path}: annotation file not found")
     with open(path, 'rb') as f:
         data = f.read()
-    videos = parse_annotation_lines(data.decode('utf-8').splitlines(), path)
+    try:
+        text = data.decode('utf-8')
+    except UnicodeDecodeError as err:
+        raise AnnotationError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    videos = parse_annotation_lines(text.splitlines(), path)
     return len(videos), hashlib.sha256(data).hexdigest()
 
 
@@ -55,11 +59,15 @@ class ListCheck:
     split: Optional[str] = None        # the manifest's split that names this file
     expected: Optional[Dict[str, Any]] = None
     detail: str = ''
+    labels_match: Optional[bool] = None  # the label list given equals the manifest's (None: not compared)
 
     @property
     def message(self) -> str:
         """One line for the log."""
         head = f"{self.path}: {self.videos} videos, sha256 {self.sha256}"
+        if self.labels_match is False:
+            head += (f"; the label list differs from the one its ids were made with ({self.manifest}: "
+                     f"{self.detail})")
         if self.status == 'match':
             return f"{head} (as in {self.manifest}, split {self.split!r})"
         if self.status == 'differs':
@@ -84,11 +92,13 @@ def read_manifest(path: str) -> Dict[str, Any]:
     return manifest
 
 
-def check_list(path: str) -> ListCheck:
+def check_list(path: str, label_list: Optional[str] = None) -> ListCheck:
     """Describe ``path`` and compare it with ``manifest.json`` in its folder (matched by file name).
 
-    A missing, unreadable or unrelated manifest is reported in the result, never raised: the check is for
-    the log. Raises AnnotationError only when the list itself is missing or malformed.
+    With ``label_list`` (DATA.LABEL_LIST), also whether it is the list the ids were made with (by sha256):
+    class names in reports are only right when it is. A missing, unreadable or unrelated manifest is
+    reported in the result, never raised: the check is for the log. Raises AnnotationError only when the
+    list itself is missing or malformed.
     """
     videos, digest = describe_list(path)
     manifest_path = os.path.join(os.path.dirname(path), MANIFEST_NAME)
@@ -101,6 +111,11 @@ def check_list(path: str) -> ListCheck:
     except (OSError, ValueError) as err:
         check.status, check.detail = 'bad manifest', str(err)
         return check
+    labels = manifest.get('labels')
+    if label_list and isinstance(labels, dict) and labels.get('sha256') and os.path.isfile(label_list):
+        check.labels_match = sha256_of_file(label_list) == labels['sha256']
+        if not check.labels_match:
+            check.detail = f"{labels.get('file')}, sha256 {labels['sha256']}; given {label_list}"
     name = os.path.basename(path)
     for split, entry in manifest['splits'].items():
         if isinstance(entry, dict) and entry.get('file') == name:
