@@ -130,6 +130,40 @@ def _list_path(videos_dir: str, rel: str, root: str) -> str:
     return path.replace(os.sep, '/')
 
 
+def _find_videos(split: SourceSplit, pairs: list, index: VideoIndex, videos: str, root: str,
+                 owner: Dict[str, Tuple[str, str]]) -> Tuple[List[Tuple[str, int]], List[Tuple[str, str]]]:
+    """``(rows sorted by path, missing sorted by key)`` of one split; ``owner`` is shared by the splits."""
+    rows, missing, ambiguous, shared = [], [], [], []
+    for video, class_id in pairs:
+        files = index.lookup(video.stems)
+        if not files:
+            missing.append((video.key, video.class_name))
+            continue
+        if len(files) > 1:
+            ambiguous.append(f"{video.key}: {' and '.join(files)}")
+            continue
+        path = _list_path(videos, files[0], root)
+        first = owner.setdefault(path, (split.name, video.key))
+        if first != (split.name, video.key):
+            shared.append(f"{path} ({first[1]} of {first[0]!r}, {video.key} of {split.name!r})")
+        rows.append((path, class_id))
+    if ambiguous:
+        raise PrepareError(f"{videos}: {len(ambiguous)} video(s) of split {split.name!r} exist more than once "
+                           f"({'; '.join(ambiguous[:SHOWN])}); point --videos at one copy")
+    if shared:
+        raise PrepareError(f"{split.source}: {len(shared)} file(s) found for two listed videos (the same "
+                           f"video twice, or in two splits): {'; '.join(shared[:SHOWN])}")
+    if not pairs:
+        raise PrepareError(f"{split.source}: split {split.name!r} lists no videos")
+    if not rows:
+        example = index.example()
+        found = f"found files such as {example}" if example else "found no video files"
+        raise PrepareError(f"{videos}: none of the {len(pairs)} videos of split {split.name!r} ({split.source}) "
+                           f"found; expected names such as {pairs[0][0].stems[0]}.mp4 (or .webm/.mkv/.avi, in "
+                           f"any subfolder), {found}")
+    return sorted(rows), sorted(missing)
+
+
 def prepare(dataset: str, annotations: str, videos: str, labels: Optional[str] = None,
             root: str = '') -> Prepared:
     """Read the annotations, map names to ids, find the videos; raise PrepareError on anything wrong.
@@ -162,39 +196,10 @@ def prepare(dataset: str, annotations: str, videos: str, labels: Optional[str] =
     if not os.path.isdir(videos):
         raise PrepareError(f"{videos}: not a folder (--videos)")
     index = VideoIndex(videos)
-    prepared = []
     owner: Dict[str, Tuple[str, str]] = {}          # video path -> (split, key): one file, one listed video
+    prepared = []
     for split, pairs, duplicates in entries:
-        rows, missing, ambiguous, shared = [], [], [], []
-        for video, class_id in pairs:
-            files = index.lookup(video.stems)
-            if not files:
-                missing.append((video.key, video.class_name))
-                continue
-            if len(files) > 1:
-                ambiguous.append(f"{video.key}: {' and '.join(files)}")
-                continue
-            path = _list_path(videos, files[0], root)
-            first = owner.setdefault(path, (split.name, video.key))
-            if first != (split.name, video.key):
-                shared.append(f"{path} ({first[1]} of {first[0]!r}, {video.key} of {split.name!r})")
-            rows.append((path, class_id))
-        if ambiguous:
-            raise PrepareError(f"{videos}: {len(ambiguous)} video(s) of split {split.name!r} exist more than once "
-                               f"({'; '.join(ambiguous[:SHOWN])}); point --videos at one copy")
-        if shared:
-            raise PrepareError(f"{split.source}: {len(shared)} file(s) found for two listed videos (the same "
-                               f"video twice, or in two splits): {'; '.join(shared[:SHOWN])}")
-        if not pairs:
-            raise PrepareError(f"{split.source}: split {split.name!r} lists no videos")
-        if not rows:
-            example = index.example()
-            found = f"found files such as {example}" if example else "found no video files"
-            raise PrepareError(f"{videos}: none of the {len(pairs)} videos of split {split.name!r} ({split.source}) "
-                               f"found; expected names such as {pairs[0][0].stems[0]}.mp4 (or .webm/.mkv/.avi, in "
-                               f"any subfolder), {found}")
-        rows.sort()
-        missing.sort()
+        rows, missing = _find_videos(split, pairs, index, videos, root, owner)
         prepared.append(PreparedSplit(split.name, split.source, len(pairs) + duplicates, rows, missing, duplicates))
     return Prepared(dataset, labels_file, labels_path, len(names), prepared, notes, index.num_files)
 
