@@ -13,7 +13,7 @@ from datasets.sampling import FrameSampler
 from datasets.transforms import EvalTransform, TrainTransform
 from datasets.video_dataset import EvalCollate, UnreadableVideosError, VideoDataset
 from tests.test_data_decoders import make_unreadable, stamped_frames
-from utils.config import load_config
+from engine.config import load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOY_CFG = os.path.join(REPO, 'configs', 'toy', 'video-focalnet_toy.yaml')

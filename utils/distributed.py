@@ -123,13 +123,6 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
-    """Element-wise maximum over ranks in place (used for "any rank says stop" flags)."""
-    if is_dist():
-        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return tensor
-
-
 def all_gather_object(obj: Any) -> List[Any]:
     """``[obj of rank 0, obj of rank 1, ...]`` (``[obj]`` without a process group)."""
     if not is_dist():
@@ -137,15 +130,6 @@ def all_gather_object(obj: Any) -> List[Any]:
     out: List[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
-
-
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """Rank ``src``'s ``obj`` on every rank."""
-    if not is_dist():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
 
 
 def cleanup() -> None:

@@ -18,6 +18,8 @@ from torch import nn
 
 _logger = logging.getLogger(__name__)
 
+OPTIMIZERS = ('sgd', 'adamw')  # TRAIN.OPTIMIZER.NAME (case-insensitive)
+
 
 def _skip_list(model: nn.Module) -> Set[str]:
     names = model.no_weight_decay() if hasattr(model, 'no_weight_decay') else set()
