@@ -23,6 +23,7 @@ import sys
 from typing import Any, List, Optional
 
 from datasets import AnnotationError, UnreadableVideosError, ensure_toy_dataset
+from engine.amp import AMP_OPT_LEVELS
 from engine.checkpoint import CheckpointError, PretrainedMismatchError
 from engine.config import ConfigError, apply_lr_scaling, config_to_yaml, get_config, keys_the_original_ignored
 from engine.evaluator import evaluate_checkpoint
@@ -57,7 +58,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--eval', action='store_true', help='only evaluate --resume on DATA.VAL_FILE')
     parser.add_argument('--accumulation-steps', type=int, help='micro-batches per optimizer update')
     parser.add_argument('--use-checkpoint', action='store_true', help='gradient checkpointing (saves memory)')
-    parser.add_argument('--amp-opt-level', choices=['O0', 'O1', 'O2'], help='apex levels mapped to TRAIN.AMP')
+    parser.add_argument('--amp-opt-level', choices=sorted(AMP_OPT_LEVELS), help='apex levels mapped to TRAIN.AMP')
     parser.add_argument('--throughput', action='store_true', help='measure clips/s of the model and exit')
     parser.add_argument('--seed', type=int, help='SEED')
     parser.add_argument('--local_rank', '--local-rank', type=int, dest='local_rank', default=None,

@@ -32,8 +32,7 @@ def amp_dtype(config: Any, device: torch.device) -> Optional[torch.dtype]:
         _logger.warning(f'TRAIN.AMP {config.TRAIN.AMP}: autocast is not available on {device.type}; fp32')
         return None
     if device.type == 'cpu' and dtype == torch.float16:
-        # honoured, but CPUs have few fp16 kernels: Video-FocalNet-T inference measured 0.2 clips/s in fp16
-        # against 1.8 in fp32 and 3.7 in bf16 on a 2-core AVX-512 machine (--throughput)
+        # honoured, but CPUs have few fp16 kernels (compare with --throughput --opts TRAIN.AMP fp16 / none / bf16)
         _logger.warning('TRAIN.AMP fp16 on the CPU is several times slower than fp32 (few fp16 CPU kernels): '
                         'add --opts TRAIN.AMP none (or bf16 where the CPU supports it)')
     return dtype

@@ -142,3 +142,18 @@ def test_keys_the_original_ignored_are_listed_for_original_yamls_only():
     for expected in ('TRAIN.WEIGHT_DECAY 0.0001', 'AUG.AUTO_AUGMENT rand-m9-mstd0.5-inc1', 'AUG.REPROB 0.25',
                      'AUG.MIXUP_PROB 0.5'):
         assert expected in listed
+
+
+def test_default_config_builds_a_model():
+    from models import MODEL_TYPES, build_model
+    config = get_config()
+    assert config.MODEL.TYPE in MODEL_TYPES
+    assert sum(p.numel() for p in build_model(config).parameters()) > 0
+
+
+def test_every_default_key_has_a_comment():
+    """engine/defaults.py: one comment per key (on its line or on the lines just above)."""
+    lines = open(os.path.join(REPO, 'engine', 'defaults.py')).read().splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith('_C.') and ' = CN(' not in line:
+            assert '#' in line or lines[i - 1].lstrip().startswith('#'), line

@@ -18,7 +18,7 @@ import argparse
 import hashlib
 import os
 import sys
-from typing import Any, Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 
