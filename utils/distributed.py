@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime
 import inspect
-import logging
 import os
 from dataclasses import dataclass
 from typing import Any, List, Optional
@@ -25,8 +24,6 @@ from typing import Any, List, Optional
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-
-_logger = logging.getLogger(__name__)
 
 
 @dataclass
