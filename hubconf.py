@@ -22,7 +22,7 @@ def _create(name: str, checkpoint: Optional[str], num_classes: int, **kwargs):
     import timm
 
     import models  # noqa: F401  (registers the video_focalnet_* names with timm)
-    from utils.checkpoint import load_model_weights
+    from engine.checkpoint import load_model_weights
 
     model = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
     if checkpoint:

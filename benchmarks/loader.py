@@ -1,6 +1,6 @@
 """Loader throughput per worker: raw decoding vs the full train pipeline vs the 4x3 test pipeline.
 
-    python benchmarks/loader.py [--num-videos 8] [--clips 48] [--backends decord pyav] [--video-dir DIR]
+    python -m benchmarks.loader [--num-videos 8] [--clips 48] [--backends decord pyav] [--video-dir DIR]
 
 Writes Kinetics-like synthetic videos (340x256, 10 s, 30 fps, H.264 via PyAV; moving textures and
 shapes so that the encoder produces ordinary P/B-frames and keyframe intervals) into a temporary
@@ -30,13 +30,11 @@ import time
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from datasets import video_dataset  # noqa: E402
-from datasets.decoders import available_backends, open_video, write_video  # noqa: E402
-from datasets.sampling import FrameSampler  # noqa: E402
-from datasets.transforms import EvalTransform, TrainTransform  # noqa: E402
-from datasets.video_dataset import VideoDataset  # noqa: E402
+from datasets import video_dataset
+from datasets.decoders import available_backends, open_video, write_video
+from datasets.sampling import FrameSampler
+from datasets.transforms import EvalTransform, TrainTransform
+from datasets.video_dataset import VideoDataset
 
 WIDTH, HEIGHT, SECONDS, FPS = 340, 256, 10, 30
 

@@ -1,13 +1,13 @@
 """Speed and memory of Video-FocalNet (``models/``) against the reference implementation and other video models.
 
-    python benchmarks/model.py                       # Video-FocalNet-T, batch 2, 8 frames, CPU, fp32
-    python benchmarks/model.py --model base --device cuda --amp bf16 --compile
-    python benchmarks/model.py --threads 1 --clock cpu   # on a shared machine: CPU time, immune to neighbours
+    python -m benchmarks.model                       # Video-FocalNet-T, batch 2, 8 frames, CPU, fp32
+    python -m benchmarks.model --model base --device cuda --amp bf16 --compile
+    python -m benchmarks.model --threads 1 --clock cpu   # on a shared machine: CPU time, immune to neighbours
 
 Measured side by side in one process, interleaved repetition by repetition (so that load from other
 processes hits every variant alike), median over ``--reps`` after ``--warmup`` runs:
 
-* the reference implementation in ``tests/reference_video_focalnet.py`` (the original's order of operations,
+* the reference implementation in ``benchmarks/reference_video_focalnet.py`` (the original's order of operations,
   section 1.6 of the spec) and ``models/``: inference time (eval, no grad), training-step time (forward,
   cross-entropy backward, SGD step) and peak memory of a training step;
 * ``models/`` with gradient checkpointing (training step time and peak memory);
@@ -44,13 +44,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
-
-from models import VideoFocalNet  # noqa: E402
-from models.registry import ARCHITECTURES  # noqa: E402
-from tests.reference_video_focalnet import ReferenceVideoFocalNet  # noqa: E402
+from benchmarks.reference_video_focalnet import ReferenceVideoFocalNet
+from models import VideoFocalNet
+from models.registry import ARCHITECTURES
 
 NUM_CLASSES = 400
 

@@ -198,7 +198,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--opts', nargs='+', default=[], help="config overrides 'KEY VALUE' pairs")
     args = parser.parse_args(argv)
 
-    from utils.config import ConfigError, load_config
+    from engine.config import ConfigError, load_config
     from .annotations import AnnotationError
     try:
         config = load_config(args.cfg, args.opts)

@@ -23,7 +23,7 @@ PUBLISHED_SIZES = {'tiny': (96, [2, 2, 6, 2]), 'small': (96, [2, 2, 18, 2]), 'ba
 
 def _config_error(msg: str) -> Exception:
     try:
-        from utils.config import ConfigError
+        from engine.config import ConfigError
     except ImportError:  # models/ used on its own
         ConfigError = ValueError
     return ConfigError(msg)

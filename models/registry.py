@@ -50,7 +50,7 @@ def load_local_weights(model: VideoFocalNet, path: str) -> None:
 
     A head whose shape differs from the checkpoint's (another ``num_classes``) is kept as initialised.
     """
-    from utils.checkpoint import extract_state_dict, load_checkpoint_file, load_model_weights
+    from engine.checkpoint import extract_state_dict, load_checkpoint_file, load_model_weights
 
     state_dict = extract_state_dict(load_checkpoint_file(path), source=path)
     own = model.state_dict()

@@ -13,9 +13,9 @@ import torch
 from torch import nn
 from yacs.config import CfgNode
 
-from utils.checkpoint import (CheckpointError, UnsafeCheckpointError, capture_rng_state, extract_state_dict,
-                              find_auto_resume, load_checkpoint_file, load_model_weights, restore_rng_state,
-                              save_checkpoint)
+from engine.checkpoint import (CheckpointError, UnsafeCheckpointError, capture_rng_state, extract_state_dict,
+                               load_checkpoint_file, load_model_weights, restore_rng_state, save_checkpoint)
+from engine.resume import find_auto_resume
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -308,7 +308,7 @@ def test_failed_write_keeps_previous_file(tmp_path, monkeypatch):
 _KILLED_WRITER = textwrap.dedent('''
     import io, os, sys, time, torch
     sys.path.insert(0, {root!r})
-    from utils.checkpoint import save_checkpoint
+    from engine.checkpoint import save_checkpoint
     real_save = torch.save
     def slow_save(obj, f, *a, **k):
         buffer = io.BytesIO(); real_save(obj, buffer)
@@ -387,7 +387,7 @@ def test_find_auto_resume(tmp_path, caplog):
     data = (tmp_path / 'last.pth').read_bytes()
     (tmp_path / 'last.pth').write_bytes(data[:len(data) // 3])
     (tmp_path / 'ckpt_epoch_10.pth').write_bytes(b'garbage')
-    with caplog.at_level('WARNING', logger='utils.checkpoint'):
+    with caplog.at_level('WARNING', logger='engine.resume'):
         assert find_auto_resume(tmp_path) == str(tmp_path / 'ckpt_epoch_9.pth')
     log = caplog.text
     assert 'last.pth' in log and 'ckpt_epoch_10.pth' in log and 'falling back to' in log

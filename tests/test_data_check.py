@@ -2,7 +2,7 @@
 import pytest
 
 from datasets import check
-from tests.test_data_dataset import make_config, video_dir  # noqa: F401  (fixture)
+from video_helpers import make_config
 
 
 def run_check(config, tmp_path, capsys, *extra):

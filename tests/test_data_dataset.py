@@ -1,52 +1,16 @@
 """VideoDataset and loaders: view layout, one decode per item, determinism, unreadable videos, sharding."""
 import logging
-import os
 
 import numpy as np
 import pytest
 import torch
 
 from datasets import video_dataset
-from datasets.decoders import write_video
 from datasets.loader import build_dataset, build_eval_loader, build_train_loader
 from datasets.sampling import FrameSampler
 from datasets.transforms import EvalTransform, TrainTransform
 from datasets.video_dataset import EvalCollate, UnreadableVideosError, VideoDataset
-from tests.test_data_decoders import make_unreadable, stamped_frames
-from utils.config import load_config
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOY_CFG = os.path.join(REPO, 'configs', 'toy', 'video-focalnet_toy.yaml')
-NUM_GOOD = 7
-
-
-@pytest.fixture(scope='module')
-def video_dir(tmp_path_factory):
-    """Seven tiny H.264/VP9 videos of 20-45 frames (3 classes), plus every kind of unreadable file."""
-    root = tmp_path_factory.mktemp('videos')
-    good = []
-    for i in range(NUM_GOOD):
-        ext, codec = ('webm', 'libvpx-vp9') if i == 3 else ('mp4', 'libx264')
-        path = write_video(str(root / f'v{i}.{ext}'), stamped_frames(20 + 4 * i, seed=i), codec=codec)
-        good.append((os.path.basename(path), i % 3))
-    fast = write_video(str(root / 'fast.mp4'), stamped_frames(), faststart=True)
-    bad = make_unreadable(root, str(root / 'v0.mp4'), fast)
-    bad.pop('directory')
-    return root, good, {name: os.path.basename(path) for name, path in bad.items()}
-
-
-def make_config(root, rows, tmp_path, **opts):
-    ann = tmp_path / 'ann.csv'
-    ann.write_text(''.join(f'{path},{label}\n' for path, label in rows))
-    options = {'DATA.ROOT': str(root), 'DATA.TRAIN_FILE': str(ann), 'DATA.VAL_FILE': str(ann),
-               'DATA.NUM_CLASSES': 3, 'MODEL.NUM_CLASSES': 3, 'DATA.NUM_FRAMES': 4, 'DATA.INPUT_SIZE': 16,
-               'DATA.BATCH_SIZE': 2, 'DATA.NUM_WORKERS': 0, 'TEST.BATCH_SIZE': 2, 'SEED': 3,
-               'AUG.FLIP_RATIO': 0.5, 'AUG.COLOR_JITTER': 0.8, 'AUG.GRAY_SCALE': 0.2,
-               # pinned, so that tuning the toy recipe's validation views does not change what these tests read
-               'TEST.NUM_CLIP': 1, 'TEST.NUM_CROP': 1}
-    options.update(opts)
-    flat = [str(v) for kv in options.items() for v in kv]
-    return load_config(TOY_CFG, flat, output=str(tmp_path / 'out'))
+from video_helpers import NUM_GOOD, make_config
 
 
 class FakeVideo:

@@ -4,23 +4,10 @@ import pytest
 
 from datasets import decoders
 from datasets.decoders import VideoDecodeError, available_backends, open_video, write_video
+from video_helpers import make_unreadable, stamped_frames
 
 BACKENDS = available_backends()
 pytestmark = pytest.mark.skipif(not BACKENDS, reason='no video decoder installed')
-
-
-def stamped_frames(num_frames=45, height=24, width=32, seed=0):
-    """Textured frames that differ from each other (a moving block and a per-frame stamp)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width]
-    base = np.stack([xx * 200 // width + 20, yy * 200 // height + 20, np.full_like(xx, 90)], axis=-1)
-    base = (base + rng.integers(0, 8, (height, width, 1))).astype(np.uint8)   # smooth, codec-friendly
-    frames = np.repeat(base[None], num_frames, axis=0)
-    for i in range(num_frames):
-        frames[i, :4, :4] = (i * 5) % 256
-        x = (i * 2) % (width - 6)
-        frames[i, 10:16, x:x + 6] = 255
-    return frames
 
 
 @pytest.fixture(scope='module')
@@ -67,46 +54,6 @@ def test_get_frames_edge_cases(videos, backend):
         assert reader.get_frames([44, 0, 44]).shape == (3, 24, 32, 3)
         with pytest.raises(ValueError, match=r'\[0, 45\)'):
             reader.get_frames([45])
-
-
-def _truncated_after_header(src, dst):
-    """Cut a faststart mp4 (index first) right after the 20th frame's data: the header still lists 45."""
-    import av
-    with av.open(src) as container:
-        stream = container.streams.video[0]
-        packets = [(p.pos, p.size) for p in container.demux(stream) if p.size]
-    end = packets[19][0] + packets[19][1]
-    with open(src, 'rb') as f:
-        data = f.read()
-    with open(dst, 'wb') as f:
-        f.write(data[:end])
-    return dst
-
-
-def make_unreadable(root, src_mp4, src_fast):
-    import av
-    cases = {}
-    cases['missing'] = str(root / 'missing.mp4')
-    cases['empty'] = str(root / 'empty.mp4')
-    open(cases['empty'], 'wb').close()
-    with open(src_mp4, 'rb') as f:
-        data = f.read()
-    cases['truncated'] = str(root / 'truncated.mp4')        # index at the end: cutting loses it
-    with open(cases['truncated'], 'wb') as f:
-        f.write(data[:len(data) // 2])
-    cases['garbage'] = str(root / 'garbage.mp4')
-    with open(cases['garbage'], 'wb') as f:
-        f.write(b'not a video at all ' * 50)
-    cases['zero_frames'] = str(root / 'audio_only.mp4')      # a valid container without video frames
-    with av.open(cases['zero_frames'], 'w') as container:
-        stream = container.add_stream('aac', rate=8000)
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format='fltp', layout='mono')
-        frame.sample_rate = 8000
-        for packet in list(stream.encode(frame)) + list(stream.encode()):
-            container.mux(packet)
-    cases['header_claims_more'] = _truncated_after_header(src_fast, str(root / 'cut_after_header.mp4'))
-    cases['directory'] = str(root)
-    return cases
 
 
 EXPECTED = {'missing': 'file not found', 'empty': 'empty file', 'truncated': 'cannot open',

@@ -10,15 +10,18 @@ import pytest
 import torch
 from torch import nn
 
-from utils.config import ConfigError, load_config
-from utils.ema import ModelEma
-from utils.evaluation import (EvaluationError, VideoScoreMeter, classification_metrics, summarize,
+from engine.config import ConfigError, load_config
+from engine.ema import ModelEma
+from engine.evaluator import (EvaluationError, VideoScoreMeter, classification_metrics, summarize,
                               write_eval_results)
-from utils.lr_scheduler import WarmupLRScheduler, build_scheduler
-from utils.misc import AverageMeter, PreemptionFlag, format_duration, publish_file
-from utils.optimizer import build_optimizer, clip_gradients, param_groups_weight_decay
-from utils.training import (NonFiniteLossError, check_finite_weights, checkpoint_names, resolve_resume,
-                            skip_first_batches, write_checkpoint)
+from engine.lr_schedule import WarmupLRScheduler, build_scheduler
+from engine.checkpoint import checkpoint_names, write_checkpoint
+from engine.meters import AverageMeter, format_duration
+from engine.optim import build_optimizer, clip_gradients, param_groups_weight_decay
+from engine.preemption import PreemptionFlag
+from engine.resume import resolve_resume, skip_first_batches
+from engine.trainer import NonFiniteLossError, check_finite_weights
+from utils.fs import publish_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOY_CFG = os.path.join(REPO, 'configs', 'toy', 'video-focalnet_toy.yaml')
@@ -200,7 +203,7 @@ def test_meter_checks_view_counts_duplicates_and_missing_videos():
 
 
 def test_meter_synchronize_merges_ranks_and_refuses_a_video_on_two_ranks(monkeypatch):
-    import utils.evaluation as ev
+    import engine.evaluator as ev
     a = VideoScoreMeter(3, 1)
     a.update([0, 2], torch.zeros(2, 1, 3), [0, 2])
     b = VideoScoreMeter(3, 1)
@@ -273,7 +276,8 @@ def test_interrupted_checkpoint_write_keeps_previous_last(tmp_path, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         write_checkpoint(str(tmp_path), ['last.pth'], {'model': {'w': torch.zeros(3)}, 'epoch': 5})
     monkeypatch.undo()
-    from utils.checkpoint import find_auto_resume, load_checkpoint_file
+    from engine.checkpoint import load_checkpoint_file
+    from engine.resume import find_auto_resume
     assert find_auto_resume(str(tmp_path)) == os.path.join(str(tmp_path), 'last.pth')
     assert load_checkpoint_file(os.path.join(str(tmp_path), 'last.pth'))['epoch'] == 4
 
@@ -355,7 +359,7 @@ def test_small_helpers():
 
 
 def test_optimizer_state_loads_only_when_it_fits():
-    from utils.training import load_optimizer_state
+    from engine.resume import load_optimizer_state
     params = [nn.Parameter(torch.ones(2)), nn.Parameter(torch.ones(1))]
     adam = torch.optim.AdamW([{'params': params[:1]}, {'params': params[1:], 'weight_decay': 0.0}], lr=0.1)
     for p in params:
@@ -374,7 +378,7 @@ def test_optimizer_state_loads_only_when_it_fits():
 
 
 def test_weight_init_schemes():
-    from utils.training import apply_weight_init
+    from engine.weight_init import apply_weight_init
     net = _Net()
     before = net.head.weight.clone()
     apply_weight_init(net, 'original')

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from models import build_model
-from utils.config import load_config
+from engine.config import load_config
 
 
 @pytest.fixture(scope='module')

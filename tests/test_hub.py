@@ -7,8 +7,8 @@ import torch
 
 import models  # noqa: F401  (registers the timm names)
 from models import build_model
-from utils.checkpoint import CheckpointError, save_checkpoint
-from utils.config import config_to_yaml, load_config
+from engine.checkpoint import CheckpointError, save_checkpoint
+from engine.config import config_to_yaml, load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # a toy-sized tiny: the hub/timm kwargs below describe the same architecture as these config overrides

@@ -8,7 +8,7 @@ import torch
 
 import main
 from engine_helpers import TOY_CFG, make_tiny_data, tiny_opts
-from utils.config import get_config, load_config
+from engine.config import get_config, load_config
 
 
 def test_unknown_flags_are_an_error(capsys):
@@ -62,6 +62,7 @@ def test_user_errors_are_one_line(tmp_path, capsys):
 
 
 def test_toy_data_is_generated_by_rank_0_when_missing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the config's data/toy/*.csv are relative: none of them exist here
     calls = []
     monkeypatch.setattr(main, 'ensure_toy_dataset', lambda root: calls.append(root))
     config = load_config(TOY_CFG, ['DATA.ROOT', str(tmp_path / 'toy')])
@@ -103,3 +104,22 @@ def test_signal_during_validation_stops_after_the_epoch_save(tmp_path, monkeypat
     assert (last['epoch'], last['epoch_step']) == (0, 0)
     assert len((folder / 'metrics.jsonl').read_text().splitlines()) == 1
     assert not (folder / 'eval_results.json').exists()
+
+
+def test_toy_data_is_generated_only_for_missing_toy_files(tmp_path):
+    """Only the files the mode reads, only when missing: --eval with an existing VAL_FILE generates nothing
+    (issue 12)."""
+    root = str(tmp_path / 'toy')
+    own = ['DATA.ROOT', root, 'DATA.TRAIN_FILE', os.path.join(root, 'train.csv'),
+           'DATA.VAL_FILE', os.path.join(root, 'val.csv')]
+    assert main.missing_toy_files(load_config(TOY_CFG, own)) == [os.path.join(root, 'train.csv'),
+                                                                  os.path.join(root, 'val.csv')]
+    assert main.missing_toy_files(load_config(TOY_CFG, own, eval=True)) == [os.path.join(root, 'val.csv')]
+    other = tmp_path / 'videos'
+    other.mkdir()
+    (other / 'val.csv').write_text('a.mp4,0\n')
+    elsewhere = ['DATA.ROOT', str(other), 'DATA.TRAIN_FILE', str(other / 'val.csv'),
+                 'DATA.VAL_FILE', str(other / 'val.csv')]
+    assert main.missing_toy_files(load_config(TOY_CFG, elsewhere, eval=True)) == []  # VAL_FILE exists
+    assert main.missing_toy_files(load_config(TOY_CFG, elsewhere)) == []
+    assert main.missing_toy_files(load_config(TOY_CFG, own + ['DATA.DATASET', 'kinetics400'])) == []

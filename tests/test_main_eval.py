@@ -24,7 +24,7 @@ def setup(tmp_path_factory):
     with open(val, 'w') as f:
         f.write('\n'.join(lines[:3] + ['val/missing.mp4,3'] + lines[3:6]) + '\n')
     from models import build_model
-    from utils.config import load_config
+    from engine.config import load_config
     config = load_config(TOY_CFG, tiny_opts(data))
     torch.manual_seed(0)
     model = build_model(config)
@@ -84,3 +84,23 @@ def test_counts_are_exact_for_any_world_size(setup, single, world_size):
     assert all(abs(float(r['top1_score']) - scores[r['path']]) < 1e-5 for r in rows)
     for rank in range(world_size):
         assert os.path.exists(os.path.join(folder, f'log_rank{rank}.txt'))
+
+
+def test_toy_config_evaluates_other_videos_without_generating_data(setup, tmp_path):
+    """Issue 12: --eval with the toy config on a folder of real videos that has a val.csv but no train.csv /
+    labels.csv evaluates them; nothing is generated (it used to stop with FileExistsError from the toy data)."""
+    other = tmp_path / 'videos'
+    lines = open(os.path.join(setup['data'], 'val.csv')).read().splitlines()[:3]
+    for line in lines:
+        name = line.split(',')[0]
+        os.makedirs(os.path.dirname(other / name), exist_ok=True)
+        os.link(os.path.join(setup['data'], name), other / name)
+    (other / 'val.csv').write_text('\n'.join(lines) + '\n')
+    val = str(other / 'val.csv')
+    opts = tiny_opts(str(other), DATA__TRAIN_FILE=val, DATA__VAL_FILE=val,
+                     DATA__LABEL_LIST=str(other / 'labels.csv'))
+    run_main(['--cfg', TOY_CFG, '--output', str(tmp_path / 'out'), '--tag', 'other', '--eval', '--resume',
+              setup['ckpt'], '--opts', *opts])
+    result = json.load(open(os.path.join(run_folder(str(tmp_path / 'out'), 'other'), 'eval_results.json')))
+    assert result['num_videos'] == 3 and result['num_unreadable'] == 0
+    assert sorted(os.listdir(other)) == ['val', 'val.csv']  # no toy data written into the folder

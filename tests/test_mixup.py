@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from datasets.mixup import Mixup, build_mixup, smooth_one_hot
-from utils.config import load_config
+from engine.config import load_config
 
 B, T, C, H, W = 6, 4, 3, 16, 20
 

@@ -1,4 +1,4 @@
-"""utils.flops: parameter and MAC counts of one view (the original's get_flops.py figure)."""
+"""tools.flops: parameter and MAC counts of one view (the original's get_flops.py figure)."""
 import os
 import subprocess
 import sys
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from models import VideoFocalNet
-from utils.flops import count_gmacs, count_params, main
+from tools.flops import count_gmacs, count_params, main
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -52,6 +52,6 @@ def test_cli_tiny_config(capsys):
 def test_cli_video_focalnet_tiny_published_figure():
     """The figure of the original README / get_flops.py: 49.55M parameters, 63.0 GMACs per 8x224^2 view."""
     env = dict(os.environ, OMP_NUM_THREADS='1')  # nothing is computed (meta device); spare busy CI cores
-    out = subprocess.run([sys.executable, '-m', 'utils.flops', '--cfg', 'configs/kinetics400/video-focalnet_tiny.yaml'],
+    out = subprocess.run([sys.executable, '-m', 'tools.flops', '--cfg', 'configs/kinetics400/video-focalnet_tiny.yaml'],
                          cwd=REPO_ROOT, capture_output=True, text=True, check=True, env=env).stdout
     assert out.splitlines() == ['params: 49553272', 'gmacs_per_view: 63.0']

@@ -11,10 +11,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from models import VideoFocalNet, build_model
-from tests.reference_video_focalnet import ReferenceVideoFocalNet
+from benchmarks.reference_video_focalnet import ReferenceVideoFocalNet
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REFERENCE_DIR = os.path.join(REPO_ROOT, '..', 'shared', 'reference')
+REFERENCE_DIR = os.path.join(REPO_ROOT, 'tests', 'assets')  # golden data, see tests/assets/README.md
 VECTORS = os.path.join(REFERENCE_DIR, 'vectors_small.pt')
 STATE_DICTS = os.path.join(REFERENCE_DIR, 'video_focalnet_state_dicts.json')
 
@@ -83,7 +83,6 @@ def _clip(kw, batch=2, frames=None, seed=1):
 
 # --- equality with the original -------------------------------------------------------------------------
 
-@pytest.mark.skipif(not os.path.exists(VECTORS), reason='shared reference data not available')
 @pytest.mark.parametrize('impl', [ReferenceVideoFocalNet, VideoFocalNet])
 def test_reference_vectors(impl):
     data = torch.load(VECTORS, weights_only=True)
@@ -146,7 +145,6 @@ def test_frame_count_taken_from_input(frames):
 
 # --- checkpoint layout ----------------------------------------------------------------------------------
 
-@pytest.mark.skipif(not os.path.exists(STATE_DICTS), reason='shared reference data not available')
 @pytest.mark.parametrize('variant', ['tiny', 'small', 'base'])
 def test_state_dict_layout_of_released_checkpoints(variant):
     with open(STATE_DICTS) as f:
@@ -401,7 +399,7 @@ def test_bad_input_is_rejected():
 # --- construction from configs and timm -----------------------------------------------------------------
 
 def _toy_config(*opts):
-    from utils.config import load_config
+    from engine.config import load_config
     return load_config(os.path.join(REPO_ROOT, 'configs', 'toy', 'video-focalnet_toy.yaml'), list(opts))
 
 
@@ -447,7 +445,7 @@ def test_build_model_reads_every_key():
 
 
 def test_build_model_rejects_bad_config():
-    from utils.config import ConfigError
+    from engine.config import ConfigError
     with pytest.raises(ConfigError, match='MODEL.TYPE'):
         build_model(_toy_config('MODEL.TYPE', 'resnet50'))
     with pytest.raises(ConfigError, match='MODEL.FOCAL.FOCAL_LEVELS'):

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from models import VideoFocalNet
-from utils.checkpoint import CheckpointError, load_pretrained
+from engine.checkpoint import CheckpointError, load_pretrained
 from utils.pretrained import (PretrainedMismatchError, detect_layout, is_temporal_key,
                               map_pretrained_state_dict)
 
-REFERENCE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '..', 'shared', 'reference')
+REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'assets')  # golden data, tests/assets/README.md
 TINY = dict(img_size=32, embed_dim=8, depths=(1, 1, 2, 1), num_frames=4, drop_path_rate=0.)
 HEAD = ('head.weight', 'head.bias')
 
@@ -36,7 +36,6 @@ def _assert_untouched(model: torch.nn.Module, before: dict) -> None:
         assert torch.equal(value, before[key]), f'{key} was modified'
 
 
-@pytest.mark.skipif(not os.path.isdir(REFERENCE), reason='shared reference data not available')
 @pytest.mark.parametrize('size', ['tiny', 'small', 'base'])
 def test_released_srf_layout_covers_every_spatial_tensor_of_the_video_layout(size):
     """The real focalnet_{size}_srf key/shape list maps onto Video-FocalNet-{T,S,B} (shapes only, no model)."""

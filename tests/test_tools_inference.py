@@ -10,8 +10,8 @@ from PIL import Image
 from datasets import build_eval_loader, normalize_clip, write_video
 from models import build_model
 from tools import predict, visualize
-from utils.checkpoint import save_checkpoint
-from utils.config import config_to_yaml, load_config
+from engine.checkpoint import save_checkpoint
+from engine.config import config_to_yaml, load_config
 
 # SSv2-style names: commas inside names
 NAMES = ['Pushing something from left to right', 'Moving something up, then down', 'Holding something',

@@ -9,7 +9,7 @@ from torch import nn
 from yacs.config import CfgNode
 
 from tools import publish
-from utils.checkpoint import capture_rng_state, load_model_weights, save_checkpoint
+from engine.checkpoint import capture_rng_state, load_model_weights, save_checkpoint
 
 
 class _Tiny(nn.Module):

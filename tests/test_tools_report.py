@@ -16,7 +16,7 @@ NAMES = ['Pushing something from left to right', 'Moving something up, then down
 
 
 def _write_predictions(path, rows, names=NAMES, k=5):
-    """The layout of utils.evaluation.write_predictions_csv."""
+    """The layout of engine.evaluator.write_predictions_csv."""
     with open(path, 'w', newline='') as f:
         w = csv.writer(f)
         w.writerow(['path', 'label', 'label_name', 'correct'] + [f'top{i}_id' for i in range(1, k + 1)]
@@ -92,14 +92,16 @@ def test_labels_file_overrides_names_in_csv(synthetic, capsys):
     assert 'class id 4' in capsys.readouterr().err
 
 
-def test_runs_as_a_script_from_another_folder(synthetic):
-    """`python tools/report.py` finds this project's packages (datasets, for --labels) from any cwd."""
+def test_runs_as_a_module_from_another_folder(synthetic):
+    """`python -m tools.report` with the root on PYTHONPATH finds this project's packages (datasets, for --labels)
+    from any cwd."""
     folder, _ = synthetic
     labels = folder / 'labels.csv'
     labels.write_text('id,name\n' + ''.join(f'{i},{n}\n' for i, n in enumerate(NAMES)))
-    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tools', 'report.py')
-    done = subprocess.run([sys.executable, script, str(folder), '--labels', str(labels), '--top', '1'],
-                          cwd=str(folder), capture_output=True, text=True, timeout=120)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=repo + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    done = subprocess.run([sys.executable, '-m', 'tools.report', str(folder), '--labels', str(labels), '--top', '1'],
+                          cwd=str(folder), env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert 'Opening something' in done.stdout  # the worst class, named from the label list
 

@@ -45,7 +45,7 @@ def config_text(config) -> Optional[str]:
     """A checkpoint's ``config`` entry as YAML text (``None`` when there is none).
 
     This project stores YAML text; the original pickled a yacs CfgNode, which
-    ``utils.checkpoint.load_checkpoint_file`` returns as a plain dict.
+    ``engine.checkpoint.load_checkpoint_file`` returns as a plain dict.
     """
     if config is None or isinstance(config, str):
         return config
@@ -60,11 +60,11 @@ def load_tool_config(cfg: Optional[str], checkpoint: dict, ckpt_path: str, opts:
 
     Args:
         cfg: config file given on the command line, or None.
-        checkpoint: the loaded checkpoint (``utils.checkpoint.load_checkpoint_file``).
+        checkpoint: the loaded checkpoint (``engine.checkpoint.load_checkpoint_file``).
         ckpt_path: its path, for messages.
         opts: ``KEY VALUE`` overrides.
     """
-    from utils.config import ConfigError, config_from_yaml_text, load_config, merge_opts
+    from engine.config import ConfigError, config_from_yaml_text, load_config, merge_opts
 
     if cfg:
         return load_config(cfg, list(opts), resume=ckpt_path)
@@ -82,7 +82,7 @@ def load_tool_config(cfg: Optional[str], checkpoint: dict, ckpt_path: str, opts:
 def load_model(config, checkpoint: dict, device: torch.device) -> torch.nn.Module:
     """``build_model(config)`` with the checkpoint's weights (strict: a mismatch names the keys), in eval mode."""
     from models import build_model
-    from utils.checkpoint import load_model_weights
+    from engine.checkpoint import load_model_weights
 
     model = build_model(config)
     load_model_weights(model, checkpoint, strict=True)

@@ -1,12 +1,12 @@
 """Classify your own videos with a trained Video-FocalNet.
 
-    python tools/predict.py --cfg CFG --resume CKPT VIDEO [VIDEO ...] [--topk 5] [--views 4x3]
+    python -m tools.predict --cfg CFG --resume CKPT VIDEO [VIDEO ...] [--topk 5] [--views 4x3]
                             [--json OUT] [--device cpu|cuda] [--opts KEY VALUE ...]
 
 Folders expand to the video files inside them. Every video is decoded, sampled and cropped exactly as in
 evaluation (``datasets``' evaluation pipeline, ``CLIPSxCROPS`` views, default
 ``TEST.FINAL_NUM_CLIP x TEST.FINAL_NUM_CROP``: the published 4x3 protocol) and scored as in evaluation
-(``utils.evaluation``: softmax summed over views, or mean logits with ``TEST.SCORE_AGG logits``); the
+(``engine.evaluator``: softmax summed over views, or mean logits with ``TEST.SCORE_AGG logits``); the
 printed probabilities are the view-averaged ones. Class names come from ``DATA.LABEL_LIST``.
 
 Videos that cannot be read are reported on one line each and the others are still predicted; the exit
@@ -15,23 +15,15 @@ The original code had no prediction tool.
 """
 from __future__ import annotations
 
-import os
+import argparse
+import json
+import logging
 import sys
+from typing import Optional, Sequence
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if sys.path[0] != _ROOT:
-    sys.path.insert(0, _ROOT)
+import torch
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-from typing import Optional, Sequence  # noqa: E402
-
-import torch  # noqa: E402
-
-from tools import _common  # noqa: E402
-
-_logger = logging.getLogger(__name__)
+from tools import _common
 
 
 def predict(model: torch.nn.Module, config, paths: Sequence[str], num_clip: int, num_crop: int, topk: int = 5,
@@ -56,7 +48,7 @@ def predict(model: torch.nn.Module, config, paths: Sequence[str], num_clip: int,
 
     from datasets import normalize_clip
     from datasets.video_dataset import EvalCollate
-    from utils.evaluation import evaluate, topk_predictions
+    from engine.evaluator import evaluate, topk_predictions
 
     names = _common.class_names(config)
     dataset = _common.eval_dataset(config, paths, num_clip, num_crop)
@@ -102,8 +94,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # unreadable videos are reported below, once, by this tool
     logging.getLogger('datasets.video_dataset').setLevel(logging.ERROR)
 
-    from utils.checkpoint import load_checkpoint_file
-    from utils.config import ConfigError
+    from engine.checkpoint import load_checkpoint_file
+    from engine.config import ConfigError
     try:
         if args.topk < 1:
             raise ValueError(f"--topk {args.topk}: expected at least 1")

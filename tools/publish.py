@@ -1,38 +1,31 @@
 """Make a release file from a training checkpoint: model weights and config text only, hash in the name.
 
-    python tools/publish.py CKPT OUT [--use-ema]
+    python -m tools.publish CKPT OUT [--use-ema]
 
 Keeps the ``model`` state dict (or, with ``--use-ema``, the EMA weights stored under ``ema``,
 published as ``model``) and the config as YAML text; drops optimizer, scheduler, grad-scaler, RNG and EMA
 state. Writes ``OUT`` with the first 8 hex digits of the file's sha256 before the extension
 (``name-1a2b3c4d.pth``, mmaction2's convention), prints the full sha256, and never overwrites a file.
-The result loads with ``torch.load(path, weights_only=True)`` and with ``utils.checkpoint.load_model_weights``.
+The result loads with ``torch.load(path, weights_only=True)`` and with ``engine.checkpoint.load_model_weights``.
 
 Works on checkpoints of this project and on the original code's checkpoints (read without unpickling
-code, via ``utils.checkpoint.load_checkpoint_file``). The original had no such tool: its release files
+code, via ``engine.checkpoint.load_checkpoint_file``). The original had no such tool: its release files
 carried optimizer state and a pickled yacs config, so ``weights_only=True`` could not read them.
 """
 from __future__ import annotations
 
+import argparse
+import hashlib
 import os
-import shutil
 import sys
+from typing import Dict, Optional, Sequence
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if sys.path[0] != _ROOT:
-    sys.path.insert(0, _ROOT)
+import torch
 
-import argparse  # noqa: E402
-import hashlib  # noqa: E402
-import logging  # noqa: E402
-from typing import Any, Dict, Optional, Sequence  # noqa: E402
+from engine.checkpoint import CheckpointError, extract_state_dict, load_checkpoint_file
+from tools._common import config_text
+from utils.fs import create_exclusively, temp_path
 
-import torch  # noqa: E402
-
-from tools._common import config_text  # noqa: E402
-from utils.checkpoint import CheckpointError, extract_state_dict, load_checkpoint_file  # noqa: E402
-
-_logger = logging.getLogger(__name__)
 
 def sha256_of(path: str, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file, read in 1 MiB chunks."""
@@ -52,7 +45,7 @@ def hashed_name(out: str, sha: str) -> str:
 def model_weights(checkpoint: dict, use_ema: bool = False, source: str = '') -> Dict[str, torch.Tensor]:
     """The state dict to publish: ``model``, or with ``use_ema`` the EMA copy.
 
-    The EMA entry is ``ema`` = ``{'model': state_dict, 'decay': ..., 'num_updates': ...}`` (``utils/ema.py``);
+    The EMA entry is ``ema`` = ``{'model': state_dict, 'decay': ..., 'num_updates': ...}`` (``engine/ema.py``);
     a bare state dict under ``ema`` is accepted too. ``module.``/``_orig_mod.`` prefixes are removed.
     """
     if not use_ema:
@@ -89,32 +82,19 @@ def release_state(checkpoint: dict, use_ema: bool = False, source: str = '') -> 
     return state
 
 
-def _create_exclusively(src: str, dst: str) -> None:
-    """Make ``dst`` a copy of ``src``; FileExistsError if ``dst`` exists (unlike rename, nothing is replaced)."""
-    try:
-        os.link(src, dst)
-    except FileExistsError:
-        raise
-    except OSError:  # a file system without hard links: create exclusively, then copy
-        with open(dst, 'xb') as out, open(src, 'rb') as inp:
-            shutil.copyfileobj(inp, out)
-            out.flush()
-            os.fsync(out.fileno())
-
-
 def publish(ckpt: str, out: str, use_ema: bool = False) -> tuple:
     """Write the release file; returns (final path, sha256). Refuses to overwrite an existing file."""
     checkpoint = load_checkpoint_file(ckpt)
     state = release_state(checkpoint, use_ema=use_ema, source=ckpt)
-    out_dir = os.path.dirname(os.path.abspath(out))
-    os.makedirs(out_dir, exist_ok=True)
-    tmp = os.path.join(out_dir, f'.{os.path.basename(out)}.{os.getpid()}.tmp')
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    tmp = temp_path(out)
     try:
-        torch.save(state, tmp)
+        with open(tmp, 'xb') as f:  # a file object, not a path: torch.save would put the path's name in the
+            torch.save(state, f)    # archive, and the hash must depend on the content only
         sha = sha256_of(tmp)
         final = hashed_name(out, sha)
         try:
-            _create_exclusively(tmp, final)
+            create_exclusively(tmp, final)
         except FileExistsError:
             raise FileExistsError(f"{final}: already exists; not overwriting it") from None
     finally:

@@ -1,6 +1,6 @@
 """Evaluation report from ``predictions.csv``: per-class accuracy, most confused pairs, confusion matrix.
 
-    python tools/report.py OUTPUT [--labels CSV] [--top N] [--order cluster|accuracy|id] [--out DIR]
+    python -m tools.report OUTPUT [--labels CSV] [--top N] [--order cluster|accuracy|id] [--out DIR]
 
 ``OUTPUT`` is the output folder of an evaluation (it holds ``predictions.csv``, written by
 ``main.py --eval`` or by the final test after training) or a predictions csv itself. Writes,
@@ -19,25 +19,18 @@ The original code had no report; its evaluation only logged top-1/top-5.
 """
 from __future__ import annotations
 
+import argparse
+import csv
+import logging
 import os
 import sys
+from dataclasses import dataclass
+from typing import Optional, Sequence
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if sys.path[0] != _ROOT:
-    sys.path.insert(0, _ROOT)
+import numpy as np
+from PIL import Image, ImageDraw
 
-import argparse  # noqa: E402
-import csv  # noqa: E402
-import logging  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from typing import Optional, Sequence  # noqa: E402
-
-import numpy as np  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
-
-from tools import _render  # noqa: E402
-
-_logger = logging.getLogger(__name__)
+from tools import _render
 
 PREDICTIONS_FILE = 'predictions.csv'
 
@@ -59,7 +52,7 @@ class Predictions:
 
 
 def read_predictions(path: str) -> Predictions:
-    """Read ``predictions.csv`` as ``utils.evaluation.write_predictions_csv`` writes it.
+    """Read ``predictions.csv`` as ``engine.evaluator.write_predictions_csv`` writes it.
 
     Columns: ``path, label, label_name, correct, top1_id..topk_id, top1_name..topk_name,
     top1_score..topk_score`` (names may be empty when no label list was configured).

@@ -1,6 +1,6 @@
 """What the focal modulators look at: spatial and temporal modulator magnitudes over the input frames.
 
-    python tools/visualize.py --cfg CFG --resume CKPT VIDEO --out DIR [--stage N] [--block M] [--clip K]
+    python -m tools.visualize --cfg CFG --resume CKPT VIDEO --out DIR [--stage N] [--block M] [--clip K]
 
 Samples the clip exactly as evaluation does (one centre crop; clip ``K`` of ``TEST.NUM_CLIP``), runs the
 model once with ``return_modulators=True`` and, for the chosen block (default: the last block of the last
@@ -21,24 +21,17 @@ tensors as attributes on every forward. Here the model returns them only when as
 """
 from __future__ import annotations
 
+import argparse
+import logging
 import os
 import sys
+from typing import Optional, Sequence
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if sys.path[0] != _ROOT:
-    sys.path.insert(0, _ROOT)
+import numpy as np
+import torch
+from PIL import Image
 
-import argparse  # noqa: E402
-import logging  # noqa: E402
-from typing import Optional, Sequence  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from tools import _common, _render  # noqa: E402
-
-_logger = logging.getLogger(__name__)
+from tools import _common, _render
 
 COLUMNS = ('input', 'spatial', 'temporal')  # modulator magnitudes; the colour bar says so
 
@@ -148,8 +141,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
 
-    from utils.checkpoint import load_checkpoint_file
-    from utils.config import ConfigError
+    from engine.checkpoint import load_checkpoint_file
+    from engine.config import ConfigError
     try:
         device = _common.resolve_device(args.device)
         checkpoint = load_checkpoint_file(args.resume)

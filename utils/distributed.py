@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime
 import inspect
-import logging
 import os
 from dataclasses import dataclass
 from typing import Any, List, Optional
@@ -25,8 +24,6 @@ from typing import Any, List, Optional
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-
-_logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -123,13 +120,6 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
-    """Element-wise maximum over ranks in place (used for "any rank says stop" flags)."""
-    if is_dist():
-        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return tensor
-
-
 def all_gather_object(obj: Any) -> List[Any]:
     """``[obj of rank 0, obj of rank 1, ...]`` (``[obj]`` without a process group)."""
     if not is_dist():
@@ -137,15 +127,6 @@ def all_gather_object(obj: Any) -> List[Any]:
     out: List[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
-
-
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """Rank ``src``'s ``obj`` on every rank."""
-    if not is_dist():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
 
 
 def cleanup() -> None:

@@ -1,4 +1,4 @@
-"""Multi-view video evaluation: per-video score aggregation, exact cross-rank gathering, metrics, reports.
+"""Multi-view video evaluation: the per-video score meter, exact cross-rank gathering, metrics, reports, ``--eval``.
 
 How it differs from the original:
 
@@ -21,15 +21,21 @@ import json
 import logging
 import os
 import time
-from contextlib import nullcontext
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
+from datasets import build_eval_loader, normalize_clip, read_label_list
+from engine.amp import amp_dtype as resolve_amp_dtype
+from engine.amp import autocast
+from engine.checkpoint import load_model_weights
+from engine.meters import ProgressBar, format_duration
+from engine.resume import resolve_resume
+from utils import distributed as du
 from utils.distributed import all_gather_object, get_world_size, is_main_process
-from utils.misc import ProgressBar, atomic_write_text, format_duration
+from utils.fs import atomic_write_text
 
 _logger = logging.getLogger(__name__)
 
@@ -183,8 +189,6 @@ def evaluate(model: nn.Module, loader: Iterable[Dict[str, Any]], num_classes: in
     was_training = model.training
     model.eval()
     meter = VideoScoreMeter(num_classes, num_views, score_agg)
-    autocast = (torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype is not None
-                else nullcontext())
     try:
         total = len(loader)  # type: ignore[arg-type]
     except TypeError:
@@ -200,7 +204,7 @@ def evaluate(model: nn.Module, loader: Iterable[Dict[str, Any]], num_classes: in
             clips = imgs.to(device, non_blocking=True).flatten(0, 1)
             outputs = []
             for chunk in clips.split(max(1, max_clips_per_forward)):
-                with autocast:
+                with autocast(device, amp_dtype):
                     outputs.append(model(normalize(chunk)).float())
             meter.update(batch['index'], torch.cat(outputs).view(b, v, -1), batch['label'])
         bar.update(1)
@@ -269,7 +273,6 @@ def write_eval_results(output_dir: str, result: Dict[str, Any], meter: VideoScor
 # ------------------------------------------------------------------------------------------------ config level
 def class_names(config: Any) -> Optional[List[str]]:
     """Names by class id from ``DATA.LABEL_LIST``, or None when the file is absent or unreadable."""
-    from datasets import read_label_list
     path = config.DATA.LABEL_LIST
     if not path or not os.path.isfile(path):
         return None
@@ -287,7 +290,6 @@ def evaluate_views(model: nn.Module, loader: Any, num_videos: int, config: Any, 
 
     ``TEST.BATCH_SIZE`` videos x ``num_views`` views go through the model at once.
     """
-    from datasets import normalize_clip
     start = time.time()
     meter = evaluate(model, loader, config.MODEL.NUM_CLASSES, num_views, device=device, normalize=normalize_clip,
                      score_agg=config.TEST.SCORE_AGG, amp_dtype=amp_dtype,
@@ -313,3 +315,17 @@ def test_and_report(model: nn.Module, dataset: Any, loader: Any, config: Any, de
         paths = write_eval_results(config.OUTPUT, result, meter, dataset.samples, class_names(config))
         _logger.info(f'wrote {paths[0]} and {paths[1]}')
     return result
+
+
+def evaluate_checkpoint(config: Any, dist_info: du.DistInfo, model: nn.Module) -> Dict[str, Any]:
+    """``--eval``: the checkpoint of ``--resume`` on DATA.VAL_FILE with TEST.NUM_CLIP x TEST.NUM_CROP views.
+
+    Needs only VAL_FILE and the checkpoint (the original also built the train loader)."""
+    path = resolve_resume(config)
+    checkpoint = load_model_weights(model, path)
+    clips, crops = config.TEST.NUM_CLIP, config.TEST.NUM_CROP
+    dataset, loader = build_eval_loader(config, dist_info.rank, dist_info.world_size, clips, crops)
+    eval_model = torch.compile(model) if config.TRAIN.COMPILE else model
+    return test_and_report(eval_model, dataset, loader, config, dist_info.device,
+                           resolve_amp_dtype(config, dist_info.device), clips, crops,
+                           {'checkpoint': path, 'epoch': checkpoint.get('epoch')}, 'eval')

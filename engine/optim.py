@@ -18,6 +18,8 @@ from torch import nn
 
 _logger = logging.getLogger(__name__)
 
+OPTIMIZERS = ('sgd', 'adamw')  # TRAIN.OPTIMIZER.NAME (case-insensitive)
+
 
 def _skip_list(model: nn.Module) -> Set[str]:
     names = model.no_weight_decay() if hasattr(model, 'no_weight_decay') else set()
@@ -61,7 +63,7 @@ def build_optimizer(config: Any, model: nn.Module) -> torch.optim.Optimizer:
     elif name == 'adamw':
         optimizer = torch.optim.AdamW(groups, lr=lr, eps=opt.EPS, betas=tuple(opt.BETAS))
     else:
-        raise ValueError(f"TRAIN.OPTIMIZER.NAME: expected 'sgd' or 'adamw', got {opt.NAME!r}")
+        raise ValueError(f"TRAIN.OPTIMIZER.NAME: expected one of {list(OPTIMIZERS)}, got {opt.NAME!r}")
     sizes = [sum(p.numel() for p in g['params']) for g in groups]
     _logger.info(f"optimizer {name}: lr {lr:.3g}, weight decay {config.TRAIN.WEIGHT_DECAY:g} on "
                  f"{sizes[0] if len(groups) == 2 else 0} parameters, none on {sizes[-1]}")

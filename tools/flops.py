@@ -1,4 +1,4 @@
-"""Parameters and multiply-accumulates of one view: ``python -m utils.flops --cfg FILE [--opts KEY VALUE ...]``.
+"""Parameters and multiply-accumulates of one view: ``python -m tools.flops --cfg FILE [--opts KEY VALUE ...]``.
 
 Prints ``params: <int>`` and ``gmacs_per_view: <float>`` (10^9 multiply-accumulates for one
 ``(1, DATA.NUM_FRAMES, 3, DATA.IMG_SIZE, DATA.IMG_SIZE)`` clip). The original's ``get_flops.py`` used thop,
@@ -45,7 +45,7 @@ def count_gmacs(model: nn.Module, input_shape: Sequence[int]) -> float:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from models import build_model
-    from utils.config import load_config
+    from engine.config import load_config
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--cfg', required=True, metavar='FILE', help='config file')

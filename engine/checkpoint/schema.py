@@ -1,0 +1,50 @@
+"""What a training checkpoint holds: the one definition of its entries.
+
+``engine/trainer.py`` builds every checkpoint through :func:`make_checkpoint`, which refuses a missing or an
+unknown entry, and README's table "What a checkpoint contains" is :func:`markdown_table` (a test compares
+them), so the format, the code and the documentation cannot drift apart. Everything is plain data (tensors,
+numbers, strings, lists, dicts), so a checkpoint loads with ``torch.load(weights_only=True)``.
+
+Checkpoints of the original code hold a subset (``model``, ``optimizer``, ``lr_scheduler``, ``max_accuracy``,
+``epoch``, a pickled ``config``, maybe ``amp``); ``engine/resume.py`` restores what is there.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Tuple
+
+# (entries, meaning): the rows of README's table, in the order a checkpoint lists them.
+ENTRIES: Tuple[Tuple[Tuple[str, ...], str], ...] = (
+    (('model',), 'state dict, same keys and shapes as the released checkpoints'),
+    (('optimizer', 'lr_scheduler', 'scaler'), 'optimizer, schedule and fp16 loss-scaler state (`scaler` is `None` '
+                                              'without fp16)'),
+    (('ema',), 'EMA weights and their update count (`TRAIN.EMA`), or `None`'),
+    (('epoch',), 'the last completed epoch (-1 when a preemption came during the first)'),
+    (('epoch_step',), 'optimizer updates already done in the next epoch: > 0 only after a preemption, where the '
+                      'resume skips them'),
+    (('step',), 'optimizer updates done in total'),
+    (('max_accuracy',), 'best validation top-1 so far (%)'),
+    (('config',), 'the merged config as YAML text'),
+    (('rng', 'mixup'), "rank 0's Python, NumPy, torch CPU and CUDA RNG states, and its Mixup/CutMix generator "
+                       "(`None` without mixing)"),
+    (('rng_per_rank',), "every rank's `{rng, mixup}`, in rank order, for an exact resume with the same number "
+                        "of processes (with another number every rank starts from rank 0's)"),
+)
+
+KEYS: Tuple[str, ...] = tuple(key for keys, _ in ENTRIES for key in keys)
+
+
+def make_checkpoint(**entries: Any) -> Dict[str, Any]:
+    """The checkpoint dict of ``entries``, which must be exactly :data:`KEYS` (``ValueError`` otherwise)."""
+    missing = [k for k in KEYS if k not in entries]
+    unknown = [k for k in entries if k not in KEYS]
+    if missing or unknown:
+        raise ValueError(f'checkpoint entries: missing {missing}, unknown {unknown} (engine/checkpoint/schema.py '
+                         'defines them)')
+    return {k: entries[k] for k in KEYS}
+
+
+def markdown_table() -> str:
+    """README's table of the entries (``| key | content |``), one row per group of :data:`ENTRIES`."""
+    rows: List[str] = ['| key | content |', '|---|---|']
+    rows += ['| ' + ', '.join(f'`{k}`' for k in keys) + f' | {meaning} |' for keys, meaning in ENTRIES]
+    return '\n'.join(rows)

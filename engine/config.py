@@ -1,0 +1,270 @@
+"""Configuration: yaml loading with ``BASE:`` inheritance, command-line overrides, checks, derived values.
+
+The keys and their defaults are ``engine/defaults.py``. Precedence, lowest first:
+
+1. the defaults;
+2. ``--cfg FILE`` (files listed under ``BASE:`` are merged first, paths relative to the yaml's folder);
+3. ``--opts KEY VALUE ...``;
+4. dedicated flags (``--batch-size``, ``--resume``, ``--output`` ...), only when given;
+5. derived values: ``TAG`` (when left at ``default``) and the output folder
+   ``OUTPUT/<DATA.DATASET>/<MODEL.NAME>/<TAG>``; the ``PT_OUTPUT_DIR`` environment variable, if set,
+   replaces the output folder entirely (as in the original).
+
+Learning-rate scaling needs the world size and therefore happens in ``apply_lr_scaling`` at start-up.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable, List, Optional, Tuple
+
+import yaml
+from yacs.config import CfgNode as CN
+
+from engine.amp import AMP_OPT_LEVELS
+from engine.defaults import _C, get_default_config
+
+
+class ConfigError(ValueError):
+    """A config file, key or value is not what is expected."""
+
+
+def _read_yaml(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise ConfigError(f"{path}: config file not found")
+    with open(path, 'r') as f:
+        try:
+            data = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top level, got {type(data).__name__}")
+    return data
+
+
+def merge_config_file(config: CN, path: str, _seen: Optional[tuple] = None) -> None:
+    """Merge ``path`` (after its ``BASE:`` files, recursively) into ``config``.
+
+    Unknown keys and values of the wrong type raise ``ConfigError`` naming the key and the file.
+    """
+    path = os.path.normpath(path)
+    seen = (_seen or ()) + (os.path.abspath(path),)
+    data = _read_yaml(path)
+    bases = data.get('BASE', ['']) or ['']
+    if isinstance(bases, str):
+        bases = [bases]
+    for base in bases:
+        if base:
+            base_path = os.path.join(os.path.dirname(path), base)
+            if os.path.abspath(base_path) in seen:
+                raise ConfigError(f"{path}: BASE file {base} includes itself")
+            merge_config_file(config, base_path, seen)
+    config.defrost()
+    try:
+        config.merge_from_other_cfg(CN(data))
+    except KeyError as e:
+        key = str(e).strip("'\"").replace('Non-existent config key: ', '')
+        raise ConfigError(f"{path}: unknown config key {key}") from None
+    except ValueError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def merge_opts(config: CN, opts: Optional[Iterable[str]]) -> None:
+    """Merge ``KEY VALUE`` pairs from the command line."""
+    opts = list(opts or [])
+    if not opts:
+        return
+    if len(opts) % 2:
+        raise ConfigError(f"--opts: expected KEY VALUE pairs, got an odd number of items: {opts}")
+    config.defrost()
+    try:
+        config.merge_from_list(opts)
+    except (KeyError, AssertionError) as e:
+        raise ConfigError(f"--opts: {str(e).strip(chr(39))}") from None
+    except ValueError as e:
+        raise ConfigError(f"--opts: {e}") from None
+
+
+def _flag(args: Any, name: str) -> Any:
+    return getattr(args, name, None) if args is not None else None
+
+
+def update_config(config: CN, args: Any) -> CN:
+    """Apply ``--cfg``, ``--opts`` and the dedicated flags of ``args`` (an argparse namespace)."""
+    config.defrost()
+    if _flag(args, 'cfg'):
+        merge_config_file(config, args.cfg)
+    merge_opts(config, _flag(args, 'opts'))
+
+    if _flag(args, 'batch_size') is not None:
+        config.DATA.BATCH_SIZE = int(args.batch_size)
+    if _flag(args, 'resume'):
+        config.MODEL.RESUME = args.resume
+    if _flag(args, 'pretrained'):
+        config.TRAIN.PRETRAINED_PATH = args.pretrained
+    if _flag(args, 'accumulation_steps') is not None:
+        config.TRAIN.ACCUMULATION_STEPS = int(args.accumulation_steps)
+    if _flag(args, 'use_checkpoint'):
+        config.TRAIN.USE_CHECKPOINT = True
+    if _flag(args, 'amp_opt_level'):
+        config.AMP_OPT_LEVEL = args.amp_opt_level
+    if _flag(args, 'output'):
+        config.OUTPUT = args.output
+    if _flag(args, 'tag'):
+        config.TAG = args.tag
+    if _flag(args, 'eval'):
+        config.EVAL_MODE = True
+    if _flag(args, 'throughput'):
+        config.THROUGHPUT_MODE = True
+    if _flag(args, 'seed') is not None:
+        config.SEED = int(args.seed)
+    local_rank = _flag(args, 'local_rank')
+    if local_rank is None:
+        local_rank = os.environ.get('LOCAL_RANK')
+    if local_rank is not None:
+        config.LOCAL_RANK = int(local_rank)
+
+    finalize_config(config)
+    return config
+
+
+def finalize_config(config: CN) -> CN:
+    """Check values and derive TAG / OUTPUT. Called once after all overrides."""
+    config.defrost()
+    if config.AMP_OPT_LEVEL:
+        _check_choice('AMP_OPT_LEVEL', config.AMP_OPT_LEVEL, tuple(sorted(AMP_OPT_LEVELS)))
+        config.TRAIN.AMP = AMP_OPT_LEVELS[config.AMP_OPT_LEVEL]
+    for key, value, choices in _choice_lists(config):
+        _check_choice(key, value, choices)
+    # The original's defaults disagree (101 vs 1000); once a config sets either, they must agree.
+    defaults = (_C.DATA.NUM_CLASSES, _C.MODEL.NUM_CLASSES)
+    if (config.DATA.NUM_CLASSES, config.MODEL.NUM_CLASSES) != defaults and \
+            config.DATA.NUM_CLASSES != config.MODEL.NUM_CLASSES:
+        raise ConfigError(f"DATA.NUM_CLASSES ({config.DATA.NUM_CLASSES}) and MODEL.NUM_CLASSES "
+                          f"({config.MODEL.NUM_CLASSES}) must be equal")
+    if config.DATA.NUM_FRAMES % config.MODEL.TUBELET_SIZE:
+        raise ConfigError(f"DATA.NUM_FRAMES ({config.DATA.NUM_FRAMES}) must be a multiple of "
+                          f"MODEL.TUBELET_SIZE ({config.MODEL.TUBELET_SIZE})")
+    if config.TAG == 'default':
+        config.TAG = (f"LR_{config.TRAIN.BASE_LR}_EP_{config.TRAIN.EPOCHS}_OPT_{config.TRAIN.OPTIMIZER.NAME}"
+                      f"_FRAMES_{config.DATA.NUM_FRAMES}")
+    config.OUTPUT = os.path.join(config.OUTPUT, config.DATA.DATASET, config.MODEL.NAME or config.MODEL.TYPE,
+                                 config.TAG)
+    if os.environ.get('PT_OUTPUT_DIR'):
+        config.OUTPUT = os.environ['PT_OUTPUT_DIR']
+    config.freeze()
+    return config
+
+
+def _choice_lists(config: CN) -> List[Tuple[str, Any, tuple]]:
+    """``(key, value, allowed values)``: each list is the one of the component that uses the key.
+
+    Imported here, at call time, because several of those components raise ``ConfigError`` themselves."""
+    from datasets.decoders import BACKENDS
+    from datasets.mixup import MIXUP_MODES
+    from datasets.sampling import SAMPLING_MODES
+    from datasets.transforms import ERASE_MODES
+    from datasets.video_dataset import ON_UNREADABLE
+    from engine.amp import AMP_MODES
+    from engine.evaluator import SCORE_AGGREGATIONS
+    from engine.lr_schedule import SCHEDULES
+    from engine.optim import OPTIMIZERS
+    from engine.weight_init import WEIGHT_INITS
+    from models import MODEL_TYPES
+    from models.layers import DROP_PATH_MODES
+    eval_crops = (1, 3)  # datasets.transforms.EvalTransform's num_crop (it names no list of its own)
+    return [
+        ('MODEL.TYPE', config.MODEL.TYPE, MODEL_TYPES),
+        ('MODEL.INIT', config.MODEL.INIT, WEIGHT_INITS),
+        ('MODEL.DROP_PATH_MODE', config.MODEL.DROP_PATH_MODE, DROP_PATH_MODES),
+        ('TRAIN.AMP', config.TRAIN.AMP, AMP_MODES),
+        ('TRAIN.OPTIMIZER.NAME', config.TRAIN.OPTIMIZER.NAME.lower(), OPTIMIZERS),
+        ('TRAIN.LR_SCHEDULER.NAME', config.TRAIN.LR_SCHEDULER.NAME, SCHEDULES),
+        ('DATA.DECODER', config.DATA.DECODER, ('auto',) + tuple(BACKENDS)),
+        ('DATA.SAMPLING', config.DATA.SAMPLING, SAMPLING_MODES),
+        ('AUG.MIXUP_MODE', config.AUG.MIXUP_MODE, MIXUP_MODES),
+        ('AUG.REMODE', config.AUG.REMODE, ERASE_MODES),
+        ('TEST.NUM_CROP', config.TEST.NUM_CROP, eval_crops),
+        ('TEST.FINAL_NUM_CROP', config.TEST.FINAL_NUM_CROP, eval_crops),
+        ('TEST.ON_UNREADABLE', config.TEST.ON_UNREADABLE, ON_UNREADABLE),
+        ('TEST.SCORE_AGG', config.TEST.SCORE_AGG, SCORE_AGGREGATIONS),
+    ]
+
+
+def _check_choice(key: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}: expected one of {list(choices)}, got {value!r}")
+
+
+def get_config(args: Any = None) -> CN:
+    """Defaults, then ``args`` (``--cfg``, ``--opts`` and flags), checked and frozen."""
+    config = get_default_config()
+    if args is None:
+        finalize_config(config)
+        return config
+    return update_config(config, args)
+
+
+def load_config(cfg_file: Optional[str] = None, opts: Optional[Iterable[str]] = None, **flags: Any) -> CN:
+    """Convenience for tools and tests: ``load_config('configs/x.yaml', ['DATA.BATCH_SIZE', '2'])``."""
+    import argparse
+    ns = argparse.Namespace(cfg=cfg_file, opts=list(opts or []), **flags)
+    return get_config(ns)
+
+
+def apply_lr_scaling(config: CN, world_size: int) -> CN:
+    """The original's linear scaling rule: LR x (BATCH_SIZE x world_size / 512) x ACCUMULATION_STEPS.
+
+    Applied to BASE_LR, WARMUP_LR and MIN_LR alike; switched off by TRAIN.LR_SCALING False. The result
+    says ``LR_SCALING: False``: its LRs are final, so the stored config (``OUTPUT/config.yaml``, a
+    checkpoint's) trains with the same LRs when it is used as ``--cfg`` again, whatever the world size.
+    """
+    if not config.TRAIN.LR_SCALING:
+        return config
+    factor = config.DATA.BATCH_SIZE * world_size / 512.0
+    if config.TRAIN.ACCUMULATION_STEPS > 1:
+        factor *= config.TRAIN.ACCUMULATION_STEPS
+    config.defrost()
+    config.TRAIN.BASE_LR = config.TRAIN.BASE_LR * factor
+    config.TRAIN.WARMUP_LR = config.TRAIN.WARMUP_LR * factor
+    config.TRAIN.MIN_LR = config.TRAIN.MIN_LR * factor
+    config.TRAIN.LR_SCALING = False
+    config.freeze()
+    return config
+
+
+def keys_the_original_ignored(config: CN) -> List[str]:
+    """Settings of ``config`` that change training here although the original code ignored the key.
+
+    An original yaml loads unchanged, but e.g. its ``WEIGHT_DECAY: 1e-4`` and ``MIXUP_PROB: 0.5`` (no-ops
+    there) and the defaults for RandAugment and random erasing (never applied there) now act. The
+    shipped configs set them to what the published models were trained with, so this list is empty for
+    them; the training log prints it otherwise.
+    """
+    aug, found = config.AUG, []
+    if config.TRAIN.WEIGHT_DECAY > 0:
+        found.append(f'TRAIN.WEIGHT_DECAY {config.TRAIN.WEIGHT_DECAY:g} (the original decayed nothing)')
+    if str(aug.AUTO_AUGMENT).lower() not in ('', 'none'):
+        found.append(f'AUG.AUTO_AUGMENT {aug.AUTO_AUGMENT} (the original applied no RandAugment)')
+    if aug.REPROB > 0:
+        found.append(f'AUG.REPROB {aug.REPROB:g} (the original applied no random erasing)')
+    if (aug.MIXUP > 0 or aug.CUTMIX > 0) and aug.MIXUP_PROB < 1:
+        found.append(f'AUG.MIXUP_PROB {aug.MIXUP_PROB:g} (the original mixed every batch)')
+    return found
+
+
+def config_to_yaml(config: CN) -> str:
+    """The merged config as YAML text (what checkpoints and OUTPUT/config.yaml store)."""
+    return config.dump()
+
+
+def config_from_yaml_text(text: str) -> CN:
+    """Rebuild a config from YAML text stored in a checkpoint, on top of today's defaults."""
+    config = get_default_config()
+    data = yaml.safe_load(text) or {}
+    config.defrost()
+    config.set_new_allowed(True)  # tolerate keys of newer/older versions when only reading a stored config
+    config.merge_from_other_cfg(CN(data))
+    config.set_new_allowed(False)
+    return config

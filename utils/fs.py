@@ -1,0 +1,133 @@
+"""File-system writes that never leave a partial file under the final name.
+
+One implementation for everything the project writes: checkpoints (``engine/checkpoint/saving.py``), the
+config and environment files, ``eval_results.json`` / ``predictions.csv`` (``engine/evaluator.py``), the
+names a checkpoint is published under, and release files (``tools/publish.py``, which never replaces a file).
+
+The pattern: write a temporary file in the destination folder, flush and fsync it, ``os.replace`` it over
+the destination (atomic on POSIX and Windows), then fsync the folder so that the rename itself survives a
+power cut. A reader sees the old file or the new one, never a partial one.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import shutil
+from typing import BinaryIO, Callable
+
+_logger = logging.getLogger(__name__)
+
+
+def fsync_dir(folder: str) -> None:
+    """fsync a folder (makes a rename durable); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # platforms without directory handles: the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def temp_path(path: str) -> str:
+    """A fresh temporary name beside ``path``: ``.NAME.PID.HEX.tmp`` (the pid lets a later writer tell
+    a temporary of a killed process from one being written right now)."""
+    folder, base = os.path.split(os.path.abspath(path))
+    return os.path.join(folder, f'.{base}.{os.getpid()}.{secrets.token_hex(4)}.tmp')
+
+
+def remove_stale_temp_files(path: str) -> None:
+    """Delete temporaries of ``path`` left by processes that were killed mid-write (and are no longer alive)."""
+    folder, base = os.path.split(os.path.abspath(path))
+    pattern = re.compile(rf'\.{re.escape(base)}\.(\d+)\.[0-9a-f]+\.tmp')
+    for name in os.listdir(folder):
+        match = pattern.fullmatch(name)
+        if not match:
+            continue
+        pid = int(match.group(1))
+        if pid != os.getpid():
+            try:
+                os.kill(pid, 0)
+                continue  # still running: maybe writing right now
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+        try:
+            os.remove(os.path.join(folder, name))
+            _logger.info('removed %s, left by an interrupted write', name)
+        except FileNotFoundError:
+            pass
+
+
+def atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
+    """Create or replace ``path`` atomically with what ``write(file)`` writes into a binary file object.
+
+    A failure (also KeyboardInterrupt) removes the temporary file and leaves ``path`` as it was.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = temp_path(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, unlike mkstemp's 0600
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_dir(folder)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write ``text`` (UTF-8, newlines as given) to ``path`` atomically."""
+    atomic_write(path, lambda f: f.write(text.encode('utf-8')))
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """Make ``dst`` (which must not exist) a hard link to ``src``, or a fsynced copy where links fail."""
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        raise
+    except OSError:  # file systems without hard links: create exclusively, then copy
+        with open(dst, 'xb') as out, open(src, 'rb') as inp:
+            shutil.copyfileobj(inp, out)
+            out.flush()
+            os.fsync(out.fileno())
+
+
+def publish_file(src: str, dst: str) -> None:
+    """Atomically make ``dst`` a copy of the finished file ``src`` (a hard link when possible), replacing it.
+
+    Stores one checkpoint under several names (``ckpt_epoch_N.pth``, ``best.pth``, ``last.pth``) while
+    writing it once; later replacing ``src`` does not change ``dst``.
+    """
+    tmp = temp_path(dst)
+    try:
+        _link_or_copy(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+        raise
+    fsync_dir(os.path.dirname(os.path.abspath(dst)))
+
+
+def create_exclusively(src: str, dst: str) -> None:
+    """Make ``dst`` a copy of the finished file ``src`` only if ``dst`` does not exist yet.
+
+    Raises ``FileExistsError`` otherwise: unlike :func:`publish_file`, nothing is ever replaced.
+    """
+    _link_or_copy(src, dst)
+    fsync_dir(os.path.dirname(os.path.abspath(dst)))
