@@ -1,0 +1,104 @@
+"""The files a prepared dataset consists of, and writing them without ever leaving a half-written one.
+
+Per split ``<split>.csv`` (``path,label`` lines, sorted by path, read by ``datasets.read_annotations``) and
+``missing_<split>.txt`` (the listed videos without a file, one ``key<TAB>class name`` per line), then
+``manifest.json`` (last, so a manifest never describes lists that are not there yet). Each file is written
+to a temporary file in the same folder and renamed over the target.
+
+An output folder that already holds any of these files with other content is refused unless
+``overwrite``: a second run over a finished dataset must not silently replace lists someone evaluated on.
+A run that would produce the same files (the manifest's ``created`` time aside) writes nothing.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from typing import Any, Dict, List, Tuple
+
+from .build import Prepared, display_path
+from .manifest import MANIFEST_NAME, read_manifest, sha256_of_file, sha256_of_text
+from .sources import PrepareError
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write through a temporary file in the same folder, fsync, rename.
+
+    A local copy of ``utils.misc.atomic_write_text`` (being moved by another change); switch to the shared
+    helper once it has settled.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(folder, f'.{os.path.basename(path)}.{os.getpid()}.{os.urandom(4).hex()}.tmp')
+    try:
+        with open(tmp, 'x', encoding='utf-8', newline='') as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def render(prepared: Prepared, annotations: str, videos: str, root: str) -> Dict[str, str]:
+    """``{file name: text}`` of every output file, the manifest last."""
+    files: Dict[str, str] = {}
+    splits: Dict[str, Any] = {}
+    for s in prepared.splits:
+        text = ''.join(f"{path},{label}\n" for path, label in s.rows)
+        files[s.file] = text
+        files[s.missing_file] = (f"# {len(s.missing)} videos listed in {s.source} but not found under {videos} "
+                                 f"(key<TAB>class name)\n" + ''.join(f"{k}\t{n}\n" for k, n in s.missing))
+        splits[s.name] = {'file': s.file, 'videos': len(s.rows), 'sha256': sha256_of_text(text),
+                          'listed': s.listed, 'missing': len(s.missing), 'missing_file': s.missing_file,
+                          'source': s.source}
+    manifest = {
+        'dataset': prepared.dataset,
+        'created': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'),
+        'annotations': annotations,
+        'videos': videos,
+        'root': root,
+        'splits': splits,
+        'labels': {'file': prepared.labels_path, 'classes': prepared.num_classes,
+                   'sha256': sha256_of_file(prepared.labels_file)},
+    }
+    files[MANIFEST_NAME] = json.dumps(manifest, indent=2) + '\n'
+    return files
+
+
+def _same_manifest(path: str, text: str) -> bool:
+    try:
+        old = read_manifest(path)
+    except (OSError, ValueError):
+        return False
+    new = json.loads(text)
+    old.pop('created', None)
+    new.pop('created', None)
+    return old == new
+
+
+def _differs(path: str, text: str) -> bool:
+    if os.path.basename(path) == MANIFEST_NAME:
+        return not _same_manifest(path, text)
+    with open(path, 'r', encoding='utf-8', newline='') as f:
+        return f.read() != text
+
+
+def write_outputs(out: str, files: Dict[str, str], overwrite: bool = False) -> Tuple[List[str], List[str]]:
+    """Write ``files`` into ``out``; ``(written, unchanged)`` file names.
+
+    Raises:
+        PrepareError: a file exists with other content and ``overwrite`` is False (nothing is written).
+    """
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise PrepareError(f"{out}: exists and is not a folder (--out)")
+    existing = [name for name in files if os.path.isfile(os.path.join(out, name))]
+    changed = [name for name in existing if _differs(os.path.join(out, name), files[name])]
+    if changed and not overwrite:
+        raise PrepareError(f"{display_path(out)}: {', '.join(changed)} already exist with other content; "
+                           f"pass --overwrite to replace them")
+    to_write = [name for name in files if name not in existing or name in changed]
+    os.makedirs(out, exist_ok=True)
+    for name in to_write:
+        atomic_write_text(os.path.join(out, name), files[name])
+    return to_write, [name for name in files if name not in to_write]

@@ -1,0 +1,431 @@
+"""python -m datasets.prepare on small synthetic files in each dataset's official format.
+
+Videos are empty stand-in files: prepare only needs them to exist (decoding is datasets.check's job).
+"""
+import csv
+import hashlib
+import json
+import os
+import runpy
+import sys
+
+import pytest
+
+from datasets.annotations import read_annotations, read_label_list
+from datasets.prepare import check_list, describe_list
+from datasets.prepare.cli import main
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LABELS = os.path.join(REPO, 'labels')
+
+
+def names_of(label_file):
+    return read_label_list(os.path.join(LABELS, label_file))
+
+
+def ids_of(label_file):
+    return {name: i for i, name in enumerate(names_of(label_file))}
+
+
+def touch(folder, *rel_paths):
+    for rel in rel_paths:
+        path = folder / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b'\0')
+
+
+def write_json(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+    return path
+
+
+def write_kinetics_csv(path, rows, extra_columns=()):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, 'w', newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(['label', 'youtube_id', 'time_start', 'time_end', 'split', *extra_columns])
+        for row in rows:
+            writer.writerow(row)
+    return path
+
+
+def run(capsys, *argv):
+    status = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def lines(path):
+    return path.read_text().splitlines()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Kinetics
+# ------------------------------------------------------------------------------------------------------------
+K400_TRAIN = [('abseiling', 'aaaaaaaaaaa', 10, 20, 'train', 0),
+              ('zumba', 'bbbbbbbbbbb', 0, 10, 'train', 0),
+              ('passing American football (in game)', 'ccccccccccc', 5, 15, 'train', 1),
+              ('hurling (sport)', 'ddddddddddd', 30, 40, 'train', 0)]          # no file: missing
+K400_VAL = [('abseiling', 'eeeeeeeeeee', 1, 11, 'val', 0),
+            ('zumba', 'fffffffffff', 2, 12, 'val', 0)]                         # no file: missing
+
+
+@pytest.fixture
+def kinetics400(tmp_path):
+    ann = tmp_path / 'k400' / 'annotations'
+    write_kinetics_csv(ann / 'train.csv', K400_TRAIN, extra_columns=['is_cc'])
+    write_kinetics_csv(ann / 'validate.csv', K400_VAL, extra_columns=['is_cc'])   # the official spelling
+    write_kinetics_csv(ann / 'test.csv', [('', 'ggggggggggg', 0, 10, 'test', 0)], extra_columns=['is_cc'])
+    videos = tmp_path / 'k400' / 'videos'
+    touch(videos, 'train/abseiling/aaaaaaaaaaa_000010_000020.mp4',   # per-class folders
+          'train/zumba/bbbbbbbbbbb_000000_000010.webm',
+          'train/ccccccccccc.mp4',                                    # <youtube_id>.mp4
+          'val/eeeeeeeeeee_000001_000011.mkv',
+          'val/._eeeeeeeeeee_000001_000011.mkv',                      # macOS resource fork: ignored
+          'val/notes.txt')
+    return ann, videos, tmp_path / 'out'
+
+
+def test_kinetics400_validate_csv_per_class_folders_and_missing_videos(kinetics400, capsys):
+    ann, videos, out = kinetics400
+    status, stdout, err = run(capsys, 'kinetics400', '--annotations', ann, '--videos', videos, '--out', out)
+    assert status == 0, err
+    ids = ids_of('kinetics_400_labels.csv')
+    assert lines(out / 'train.csv') == sorted([
+        f'{videos}/train/abseiling/aaaaaaaaaaa_000010_000020.mp4,{ids["abseiling"]}',
+        f'{videos}/train/zumba/bbbbbbbbbbb_000000_000010.webm,{ids["zumba"]}',
+        f'{videos}/train/ccccccccccc.mp4,{ids["passing American football (in game)"]}'])
+    assert lines(out / 'val.csv') == [f'{videos}/val/eeeeeeeeeee_000001_000011.mkv,{ids["abseiling"]}']
+    assert lines(out / 'missing_train.txt')[1:] == ['ddddddddddd_000030_000040\thurling (sport)']
+    assert lines(out / 'missing_val.txt')[1:] == ['fffffffffff_000002_000012\tzumba']
+    assert f'train: listed 4, found 3, missing 1 (listed in {out}/missing_train.txt)' in stdout
+    assert 'val: listed 2, found 1, missing 1' in stdout and str(ann / 'validate.csv') in stdout
+    assert 'test.csv: not used' in stdout
+    # the lists read back through the loader's reader, labels in range
+    assert len(read_annotations(str(out / 'train.csv'), num_classes=400)) == 3
+
+    manifest = json.loads((out / 'manifest.json').read_text())
+    assert manifest['dataset'] == 'kinetics400'
+    assert manifest['labels'] == {'file': 'labels/kinetics_400_labels.csv', 'classes': 400,
+                                  'sha256': hashlib.sha256(
+                                      open(os.path.join(LABELS, 'kinetics_400_labels.csv'), 'rb').read()).hexdigest()}
+    for split, n in (('train', 3), ('val', 1)):
+        entry = manifest['splits'][split]
+        assert (entry['file'], entry['videos'], entry['listed'], entry['missing']) == (f'{split}.csv', n, n + 1, 1)
+        assert describe_list(str(out / f'{split}.csv')) == (n, entry['sha256'])
+        assert check_list(str(out / f'{split}.csv')).status == 'match'
+
+
+def test_rerun_is_a_no_op_and_changed_lists_need_overwrite(kinetics400, capsys):
+    ann, videos, out = kinetics400
+    argv = ['kinetics400', '--annotations', ann, '--videos', videos, '--out', out]
+    assert run(capsys, *argv)[0] == 0
+    manifest = (out / 'manifest.json').read_text()
+    status, stdout, _ = run(capsys, *argv)
+    assert status == 0 and 'already up to date, nothing written' in stdout
+    assert (out / 'manifest.json').read_text() == manifest          # 'created' kept
+
+    touch(videos, 'val/fffffffffff_000002_000012.mp4')             # a missing video arrived
+    before = (out / 'val.csv').read_text()
+    status, _, err = run(capsys, *argv)
+    assert status == 2 and 'val.csv' in err and 'missing_val.txt' in err and '--overwrite' in err
+    assert (out / 'val.csv').read_text() == before                  # nothing written
+    status, stdout, _ = run(capsys, *argv, '--overwrite')
+    assert status == 0 and 'val: listed 2, found 2, missing 0' in stdout
+    assert len(lines(out / 'val.csv')) == 2 and check_list(str(out / 'val.csv')).status == 'match'
+
+
+def test_kinetics600_val_csv_spelling_and_unknown_class_name(tmp_path, capsys):
+    ann, videos, out = tmp_path / 'ann', tmp_path / 'videos', tmp_path / 'out'
+    write_kinetics_csv(ann / 'train.csv', [('acting in play', 'aaaaaaaaaaa', 0, 10, 'train'),
+                                           ('adjusting glasses', 'bbbbbbbbbbb', 0, 10, 'train')])
+    write_kinetics_csv(ann / 'val.csv', [('zumba', 'ccccccccccc', 0, 10, 'val')])
+    touch(videos, 'aaaaaaaaaaa_000000_000010.mp4', 'bbbbbbbbbbb_000000_000010.mp4', 'ccccccccccc_000000_000010.mp4')
+    status, _, err = run(capsys, 'kinetics600', '--annotations', ann, '--videos', videos, '--out', out)
+    assert status == 0, err
+    ids = ids_of('kinetics_600_labels.csv')
+    assert [int(x.rsplit(',', 1)[1]) for x in lines(out / 'train.csv')] == [ids['acting in play'],
+                                                                           ids['adjusting glasses']]
+    assert lines(out / 'val.csv') == [f'{videos}/ccccccccccc_000000_000010.mp4,{ids["zumba"]}']
+
+    write_kinetics_csv(ann / 'train.csv', [('acting in play', 'aaaaaaaaaaa', 0, 10, 'train'),
+                                           ('flying a kite badly', 'bbbbbbbbbbb', 0, 10, 'train'),
+                                           ('abseiling ', 'ddddddddddd', 0, 10, 'train')])  # spaces are trimmed
+    out2 = tmp_path / 'out2'
+    status, stdout, err = run(capsys, 'kinetics600', '--annotations', ann, '--videos', videos, '--out', out2)
+    assert status == 2
+    assert err.count('\n') == 1 and str(ann / 'train.csv') in err and "'flying a kite badly'" in err
+    assert 'labels/kinetics_600_labels.csv' in err and 'abseiling' not in err
+    assert not out2.exists()
+
+
+def test_kinetics_single_csv_with_split_column_and_root(tmp_path, capsys):
+    ann, videos = tmp_path / 'kinetics_all.csv', tmp_path / 'data' / 'videos'
+    write_kinetics_csv(ann, [('abseiling', 'aaaaaaaaaaa', 0, 10, 'train'), ('zumba', 'bbbbbbbbbbb', 0, 10, 'validate'),
+                             ('zumba', 'ccccccccccc', 0, 10, 'test')])
+    touch(videos, 'aaaaaaaaaaa_000000_000010.mp4', 'bbbbbbbbbbb_000000_000010.mp4')
+    out = tmp_path / 'out'
+    status, stdout, err = run(capsys, 'kinetics400', '--annotations', ann, '--videos', videos, '--out', out,
+                              '--root', tmp_path / 'data')
+    assert status == 0, err
+    assert lines(out / 'train.csv') == ['videos/aaaaaaaaaaa_000000_000010.mp4,0']
+    assert lines(out / 'val.csv') == ['videos/bbbbbbbbbbb_000000_000010.mp4,399']
+    assert "1 rows of split 'test' not used" in stdout
+    status, _, err = run(capsys, 'kinetics400', '--annotations', ann, '--videos', videos, '--out', tmp_path / 'o2',
+                         '--root', tmp_path / 'elsewhere')
+    assert status == 2 and 'outside --root' in err
+
+
+@pytest.mark.parametrize('case', ['both_val_files', 'no_video_found', 'stored_twice', 'in_two_splits',
+                                  'one_file_two_rows', 'conflicting_duplicate', 'bad_time', 'missing_column'])
+def test_kinetics_errors(tmp_path, capsys, case):
+    ann, videos, out = tmp_path / 'ann', tmp_path / 'videos', tmp_path / 'out'
+    train = [('abseiling', 'aaaaaaaaaaa', 0, 10, 'train')]
+    val = [('zumba', 'bbbbbbbbbbb', 0, 10, 'val')]
+    files = ['aaaaaaaaaaa_000000_000010.mp4', 'bbbbbbbbbbb_000000_000010.mp4']
+    expected = {'both_val_files': 'both validate.csv and val.csv exist',
+                'no_video_found': "none of the 1 videos of split 'val'",
+                'stored_twice': 'exist more than once',
+                'in_two_splits': "(aaaaaaaaaaa_000000_000010 of 'train', aaaaaaaaaaa_000000_000010 of 'val')",
+                'one_file_two_rows': "(aaaaaaaaaaa_000000_000010 of 'train', aaaaaaaaaaa_000020_000030 of 'train')",
+                'conflicting_duplicate': 'listed twice with different classes',
+                'bad_time': "time_start 'soon' is not a number",
+                'missing_column': 'expected the columns label,youtube_id,time_start,time_end'}[case]
+    if case == 'both_val_files':
+        write_kinetics_csv(ann / 'val.csv', val)
+    if case == 'no_video_found':
+        files = files[:1]
+    if case == 'stored_twice':
+        files.append('copy/aaaaaaaaaaa_000000_000010.mp4')
+    if case == 'in_two_splits':
+        val.append(tuple(train[0]))
+    if case == 'one_file_two_rows':   # two segments of one YouTube video, stored as <youtube_id>.mp4
+        train.append(('zumba', 'aaaaaaaaaaa', 20, 30, 'train'))
+        files[0] = 'aaaaaaaaaaa.mp4'
+    if case == 'conflicting_duplicate':
+        train.append(('zumba', 'aaaaaaaaaaa', 0, 10, 'train'))
+    if case == 'bad_time':
+        train.append(('zumba', 'ccccccccccc', 'soon', 10, 'train'))
+    write_kinetics_csv(ann / 'train.csv', train)
+    write_kinetics_csv(ann / 'validate.csv', val)
+    if case == 'missing_column':
+        (ann / 'validate.csv').write_text('youtube_id,time_start,time_end,split\nbbbbbbbbbbb,0,10,test\n')
+    touch(videos, *files)
+    status, _, err = run(capsys, 'kinetics400', '--annotations', ann, '--videos', videos, '--out', out)
+    assert status == 2 and expected in err and err.startswith('error: ') and err.count('\n') == 1
+    assert not out.exists()
+
+
+def test_identical_duplicate_rows_are_listed_once(tmp_path, capsys):
+    ann, videos, out = tmp_path / 'ann', tmp_path / 'videos', tmp_path / 'out'
+    write_kinetics_csv(ann / 'train.csv', [('abseiling', 'aaaaaaaaaaa', 0, 10, 'train')] * 2)
+    write_kinetics_csv(ann / 'validate.csv', [('zumba', 'bbbbbbbbbbb', 0, 10, 'val')])
+    touch(videos, 'aaaaaaaaaaa_000000_000010.mp4', 'bbbbbbbbbbb_000000_000010.mp4')
+    status, stdout, _ = run(capsys, 'kinetics400', '--annotations', ann, '--videos', videos, '--out', out)
+    assert status == 0 and 'train: listed 2, found 1, missing 0, 1 repeated entries listed once' in stdout
+    assert len(lines(out / 'train.csv')) == 1
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Something-Something V2
+# ------------------------------------------------------------------------------------------------------------
+def ssv2_template(name):
+    """The official template of a class: each 'something' is a '[something]' placeholder."""
+    return name.replace('something', '[something]').replace('Something', '[Something]')
+
+
+def ssv2_record(video_id, name):
+    return {'id': str(video_id), 'label': name.replace('something', 'a cup'), 'template': ssv2_template(name),
+            'placeholders': ['a cup'] * name.count('something')}
+
+
+def test_ssv2_names_with_commas_labels_json_and_missing(tmp_path, capsys):
+    names = names_of('ssv2_174_labels.csv')
+    with_commas = [n for n in names if ',' in n]
+    assert 'Putting something, something and something on the table' in with_commas
+    ann, videos, out = tmp_path / 'labels', tmp_path / '20bn-something-something-v2', tmp_path / 'out'
+    write_json(ann / 'labels.json', {n: str(i) for i, n in enumerate(names)})
+    write_json(ann / 'train.json', [ssv2_record(100 + i, n) for i, n in enumerate(with_commas)])
+    write_json(ann / 'validation.json', [ssv2_record(7, names[0]), ssv2_record(8, names[173])])
+    write_json(ann / 'test.json', [{'id': '9'}])
+    touch(videos, *[f'{100 + i}.webm' for i in range(len(with_commas) - 1)], '7.webm')
+    status, stdout, err = run(capsys, 'ssv2', '--annotations', ann, '--videos', videos, '--out', out)
+    assert status == 0, err
+    assert f'{ann / "labels.json"}: same 174 names and ids as labels/ssv2_174_labels.csv' in stdout
+    assert 'test.json: not used (no labels)' in stdout
+    rows = read_annotations(str(out / 'train.csv'), num_classes=174)
+    assert sorted(label for _, label in rows) == sorted(names.index(n) for n in with_commas[:-1])
+    assert (f'{videos}/100.webm', names.index(with_commas[0])) in rows
+    assert lines(out / 'missing_train.txt')[1:] == [f'{100 + len(with_commas) - 1}\t{with_commas[-1]}']
+    assert lines(out / 'val.csv') == [f'{videos}/7.webm,0']
+    assert f'val: listed 2, found 1, missing 1' in stdout
+
+
+def test_ssv2_official_prefixed_names_and_a_disagreeing_labels_json(tmp_path, capsys):
+    names = names_of('ssv2_174_labels.csv')
+    ann, videos, out = tmp_path / 'labels', tmp_path / 'videos', tmp_path / 'out'
+    official = {ssv2_template(n): str(i) for i, n in enumerate(names)}   # bracketed keys are accepted too
+    official[ssv2_template(names[0])], official[ssv2_template(names[1])] = '1', '0'
+    write_json(ann / 'something-something-v2-labels.json', official)
+    write_json(ann / 'something-something-v2-train.json', [ssv2_record(1, names[0])])
+    write_json(ann / 'something-something-v2-validation.json', [ssv2_record(2, names[1])])
+    touch(videos, '1.webm', '2.webm')
+    status, stdout, _ = run(capsys, 'ssv2', '--annotations', ann, '--videos', videos, '--out', out)
+    assert status == 0
+    assert 'differs from labels/ssv2_174_labels.csv: 2 names with other ids' in stdout
+    assert lines(out / 'train.csv') == [f'{videos}/1.webm,0']              # labels/ wins
+    assert lines(out / 'val.csv') == [f'{videos}/2.webm,1']
+
+
+def test_ssv2_unknown_template(tmp_path, capsys):
+    names = names_of('ssv2_174_labels.csv')
+    ann, videos = tmp_path / 'labels', tmp_path / 'videos'
+    write_json(ann / 'train.json', [ssv2_record(1, names[0]), ssv2_record(2, 'Juggling something, badly')])
+    write_json(ann / 'validation.json', [ssv2_record(3, names[1])])
+    touch(videos, '1.webm', '2.webm', '3.webm')
+    status, _, err = run(capsys, 'ssv2', '--annotations', ann, '--videos', videos, '--out', tmp_path / 'out')
+    assert status == 2 and str(ann / 'train.json') in err and "'Juggling something, badly'" in err
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Diving-48 V2
+# ------------------------------------------------------------------------------------------------------------
+def diving48_files(ann, vocab, train, test):
+    write_json(ann / 'Diving48_vocab.json', vocab)
+    write_json(ann / 'Diving48_V2_train.json',
+               [{'vid_name': v, 'label': label, 'start_frame': 0, 'end_frame': 40} for v, label in train])
+    write_json(ann / 'Diving48_V2_test.json',
+               [{'vid_name': v, 'label': label, 'start_frame': 0, 'end_frame': 40} for v, label in test])
+
+
+def test_diving48_vocabulary_ids_test_split_and_missing(tmp_path, capsys):
+    names = names_of('diving_48_labels.csv')
+    vocab = [n.split('_') for n in names]
+    ann, videos, out = tmp_path / 'Diving48', tmp_path / 'rgb', tmp_path / 'out'
+    diving48_files(ann, vocab, [('-mmq0PT-u8k_00155', 0), ('-mmq0PT-u8k_00156', 47), ('zzz_00001', 3)],
+                   [('abc_00010', 12)])
+    touch(videos, '-mmq0PT-u8k_00155.mp4', '-mmq0PT-u8k_00156.mp4', 'abc_00010.mp4')
+    status, stdout, err = run(capsys, 'diving48', '--annotations', ann, '--videos', videos, '--out', out)
+    assert status == 0, err
+    assert 'Diving48_vocab.json: same 48 names and ids as labels/diving_48_labels.csv' in stdout
+    assert lines(out / 'train.csv') == [f'{videos}/-mmq0PT-u8k_00155.mp4,0', f'{videos}/-mmq0PT-u8k_00156.mp4,47']
+    assert lines(out / 'test.csv') == [f'{videos}/abc_00010.mp4,12']      # the config's DATA.VAL_FILE
+    assert lines(out / 'missing_train.txt')[1:] == [f'zzz_00001\t{names[3]}']
+    assert set(json.loads((out / 'manifest.json').read_text())['splits']) == {'train', 'test'}
+
+
+def test_diving48_vocabulary_in_another_order_maps_by_name(tmp_path, capsys):
+    names = names_of('diving_48_labels.csv')
+    vocab = [n.split('_') for n in names]
+    vocab[0], vocab[5] = vocab[5], vocab[0]
+    ann, videos, out = tmp_path / 'Diving48', tmp_path / 'rgb', tmp_path / 'out'
+    diving48_files(ann, vocab, [('a_1', 0)], [('b_1', 5)])
+    touch(videos, 'a_1.mp4', 'b_1.mp4')
+    status, stdout, _ = run(capsys, 'diving48', '--annotations', ann, '--videos', videos, '--out', out)
+    assert status == 0 and '2 names with other ids' in stdout
+    assert lines(out / 'train.csv') == [f'{videos}/a_1.mp4,5'] and lines(out / 'test.csv') == [f'{videos}/b_1.mp4,0']
+
+
+@pytest.mark.parametrize('case', ['unknown_name', 'label_outside_vocab'])
+def test_diving48_errors(tmp_path, capsys, case):
+    vocab = [n.split('_') for n in names_of('diving_48_labels.csv')]
+    ann, videos = tmp_path / 'Diving48', tmp_path / 'rgb'
+    if case == 'unknown_name':
+        vocab[2] = ['Back', '9som', 'NoTwis', 'TUCK']
+    diving48_files(ann, vocab, [('a_1', 2 if case == 'unknown_name' else 48)], [('b_1', 1)])
+    touch(videos, 'a_1.mp4', 'b_1.mp4')
+    status, _, err = run(capsys, 'diving48', '--annotations', ann, '--videos', videos, '--out', tmp_path / 'out')
+    assert status == 2 and 'Diving48_V2_train.json' in err
+    assert ("'Back_9som_NoTwis_TUCK'" if case == 'unknown_name' else 'label 48 is not an index') in err
+
+
+# ------------------------------------------------------------------------------------------------------------
+# ActivityNet v1.3
+# ------------------------------------------------------------------------------------------------------------
+def anet_video(subset, *labels):
+    return {'subset': subset, 'duration': 100.0, 'url': 'https://www.youtube.com/watch?v=x',
+            'annotations': [{'label': label, 'segment': [10.0 * i, 10.0 * i + 5]} for i, label in enumerate(labels)]}
+
+
+def test_activitynet_majority_label_testing_skipped_and_file_names(tmp_path, capsys):
+    ann, videos, out = tmp_path / 'activity_net.v1-3.min.json', tmp_path / 'videos', tmp_path / 'out'
+    write_json(ann, {'version': 'VERSION 1.3', 'taxonomy': [], 'database': {
+        'AAAAAAAAAAA': anet_video('training', 'BMX'),
+        'BBBBBBBBBBB': anet_video('training', 'Curling', 'Croquet', 'Croquet'),      # most frequent wins
+        'CCCCCCCCCCC': anet_video('training', 'Curling', 'Croquet'),                 # tie: the first listed
+        'DDDDDDDDDDD': anet_video('training', 'BMX'),                                # missing
+        'EEEEEEEEEEE': anet_video('validation', 'Playing ten pins'),
+        'FFFFFFFFFFF': anet_video('testing'),
+    }})
+    touch(videos, 'v_AAAAAAAAAAA.mp4', 'v_BBBBBBBBBBB.mkv', 'CCCCCCCCCCC.mp4', 'v_EEEEEEEEEEE.webm',
+          'v_FFFFFFFFFFF.mp4')
+    status, stdout, err = run(capsys, 'activitynet', '--annotations', ann, '--videos', videos, '--out', out)
+    assert status == 0, err
+    ids = ids_of('activitynet_200_labels.csv')
+    assert lines(out / 'train.csv') == [f'{videos}/CCCCCCCCCCC.mp4,{ids["Curling"]}',
+                                        f'{videos}/v_AAAAAAAAAAA.mp4,{ids["BMX"]}',
+                                        f'{videos}/v_BBBBBBBBBBB.mkv,{ids["Croquet"]}']
+    assert lines(out / 'val.csv') == [f'{videos}/v_EEEEEEEEEEE.webm,{ids["Playing ten pins"]}']
+    assert lines(out / 'missing_train.txt')[1:] == ['DDDDDDDDDDD\tBMX']
+    assert '1 testing videos not used (no labels)' in stdout
+    assert 'train: 2 videos have segments of different classes' in stdout
+    # the folder holding the JSON works as --annotations too
+    status, _, _ = run(capsys, 'activitynet', '--annotations', tmp_path, '--videos', videos, '--out', tmp_path / 'o2')
+    assert status == 0 and (tmp_path / 'o2' / 'train.csv').read_text() == (out / 'train.csv').read_text()
+
+
+def test_activitynet_unknown_label(tmp_path, capsys):
+    ann, videos = tmp_path / 'activity_net.v1-3.min.json', tmp_path / 'videos'
+    write_json(ann, {'database': {'A': anet_video('training', 'BMX'), 'B': anet_video('validation', 'Bowling')}})
+    touch(videos, 'v_A.mp4', 'v_B.mp4')
+    status, _, err = run(capsys, 'activitynet', '--annotations', ann, '--videos', videos, '--out', tmp_path / 'out')
+    assert status == 2 and "'Bowling'" in err and "split 'val'" in err and str(ann) in err
+
+
+# ------------------------------------------------------------------------------------------------------------
+# describe_list / check_list (logged by main.py) and the module entry point
+# ------------------------------------------------------------------------------------------------------------
+def test_describe_and_check_list(tmp_path):
+    listing = tmp_path / 'val.csv'
+    listing.write_text('a.mp4,1\nb.mp4,2\n')
+    assert describe_list(str(listing)) == (2, hashlib.sha256(b'a.mp4,1\nb.mp4,2\n').hexdigest())
+    check = check_list(str(listing))
+    assert check.status == 'no manifest' and 'no manifest.json beside it' in check.message
+
+    digest = describe_list(str(listing))[1]
+    write_json(tmp_path / 'manifest.json', {'splits': {'val': {'file': 'val.csv', 'videos': 2, 'sha256': digest}}})
+    check = check_list(str(listing))
+    assert check.status == 'match' and check.split == 'val' and digest in check.message
+    listing.write_text('a.mp4,1\n')
+    check = check_list(str(listing))
+    assert check.status == 'differs' and 'DIFFERS' in check.message and digest in check.message
+    other = tmp_path / 'val_clean.csv'
+    other.write_text('a.mp4,1\n')
+    assert check_list(str(other)).status == 'not in manifest'
+    (tmp_path / 'manifest.json').write_text('{')
+    assert check_list(str(listing)).status == 'bad manifest'
+    with pytest.raises(ValueError, match='annotation file not found'):
+        describe_list(str(tmp_path / 'none.csv'))
+    (tmp_path / 'latin1.csv').write_bytes(b'caf\xe9.mp4,1\n')
+    with pytest.raises(ValueError, match='not UTF-8'):
+        describe_list(str(tmp_path / 'latin1.csv'))
+
+
+def test_check_list_compares_the_label_list(kinetics400, capsys):
+    ann, videos, out = kinetics400
+    assert run(capsys, 'kinetics400', '--annotations', ann, '--videos', videos, '--out', out)[0] == 0
+    same = check_list(str(out / 'val.csv'), label_list=os.path.join(LABELS, 'kinetics_400_labels.csv'))
+    assert same.status == 'match' and same.labels_match is True and 'label list' not in same.message
+    other = check_list(str(out / 'val.csv'), label_list=os.path.join(LABELS, 'kinetics_600_labels.csv'))
+    assert other.status == 'match' and other.labels_match is False
+    assert 'the label list differs' in other.message and 'labels/kinetics_400_labels.csv' in other.message
+
+
+def test_module_entry_point_exit_status(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, 'argv', ['prepare', 'ssv2', '--annotations', str(tmp_path / 'none'),
+                                      '--videos', str(tmp_path), '--out', str(tmp_path / 'out')])
+    monkeypatch.delitem(sys.modules, 'datasets.prepare.__main__', raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_module('datasets.prepare', run_name='__main__')
+    assert exit_info.value.code == 2 and 'not found (--annotations)' in capsys.readouterr().err
