@@ -26,6 +26,7 @@ from datasets import AnnotationError, UnreadableVideosError, ensure_toy_dataset
 from engine.amp import AMP_OPT_LEVELS
 from engine.checkpoint import CheckpointError, PretrainedMismatchError
 from engine.config import ConfigError, apply_lr_scaling, config_to_yaml, get_config, keys_the_original_ignored
+from engine.data_summary import log_data_summary
 from engine.evaluator import evaluate_checkpoint
 from engine.preemption import PreemptedError
 from engine.throughput import measure_throughput
@@ -107,6 +108,8 @@ def run(config: Any, dist_info: du.DistInfo) -> int:
         atomic_write_text(os.path.join(config.OUTPUT, 'environment.json'), json.dumps(env, indent=2) + '\n')
     logger.info('environment: ' + ', '.join(f'{k} {v}' for k, v in env.items()))
     logger.info(f'output folder {config.OUTPUT}; config:\n{config_to_yaml(config)}')
+    if not config.THROUGHPUT_MODE:
+        log_data_summary(config)
     seed_everything(config.SEED + dist_info.rank)
     configure_determinism(config.TRAIN.DETERMINISTIC)
 

@@ -69,6 +69,30 @@ def build_dataset(config: Any, split: str = 'train', num_clip: Optional[int] = N
                         num_clip=num_clip, on_unreadable=config.TEST.ON_UNREADABLE, **common)
 
 
+def recommended_num_workers(usable_cpus: int, local_processes: int) -> int:
+    """Loader workers per training process that use this node's CPUs without oversubscribing them.
+
+    Every process (one per GPU) keeps one core for its own loop (collation, host-to-device copies, the
+    optimizer on the CPU side); the rest of its share decodes. Decoding is the limit of the train loader
+    (DATA.md, "Loader throughput"), so the share should be used in full: fewer workers starve the GPU, more
+    only make the workers compete for the same cores."""
+    share = max(1, int(usable_cpus)) // max(1, int(local_processes))
+    return max(1, share - 1)
+
+
+def describe_num_workers(config: Any, usable_cpus: int, local_processes: int) -> Tuple[str, bool]:
+    """``(log line, is_warning)`` on DATA.NUM_WORKERS against ``recommended_num_workers``."""
+    workers = int(config.DATA.NUM_WORKERS)
+    recommended = recommended_num_workers(usable_cpus, local_processes)
+    line = (f'DATA.NUM_WORKERS {workers} per process; {usable_cpus} usable CPU cores for {local_processes} '
+            f'process(es) on this node: recommended {recommended} (cores per process - 1)')
+    if workers > usable_cpus // max(1, local_processes):
+        return line + ': more workers than cores oversubscribes the CPU, each decodes slower', True
+    if workers < recommended:
+        return line + ': fewer workers than cores leaves decoding capacity unused (watch "waiting for data")', False
+    return line, False
+
+
 def _loader_options(config: Any) -> dict:
     workers = int(config.DATA.NUM_WORKERS)
     if workers < 0:

@@ -22,6 +22,7 @@ _C.DATA = CN()
 _C.DATA.ROOT = '/PATH/TO/videos'          # joined in front of every annotation path ('' = use paths as-is)
 _C.DATA.TRAIN_FILE = '/PATH/TO/train.txt'  # training annotations: 'path label' or 'path,label' lines
 _C.DATA.VAL_FILE = '/PATH/TO/val.txt'     # validation / test annotations (all that --eval reads)
+_C.DATA.TEST_FILE = ''                    # held-out list for the final test of best.pth ('' = VAL_FILE)
 _C.DATA.NUM_FRAMES = 32                   # frames per clip (T)
 _C.DATA.NUM_CLASSES = 101                 # number of classes; must equal MODEL.NUM_CLASSES
 _C.DATA.LABEL_LIST = 'labels/ucf_101_labels.csv'   # 'id,name' csv naming the classes in predictions and reports

@@ -62,6 +62,9 @@ def check_finite_weights(model: torch.nn.Module, when: str) -> None:
             'TRAIN.CLIP_GRAD > 0.')
 
 
+DATA_WAIT_WARNING = 0.2  # above this fraction of step time spent waiting for data, the epoch log warns
+
+
 class TooManyUnreadableError(RuntimeError):
     """More than DATA.MAX_UNREADABLE_FRACTION of an epoch's videos could not be decoded."""
 
@@ -250,8 +253,30 @@ class Trainer:
                 self._save_preempted(epoch, update + 1)
         if unreadable[0]:
             logger.warning(f'epoch {epoch}: {int(unreadable[0])} unreadable videos were replaced by others')
+        data_wait = self._log_data_wait(epoch, meters['data_time'].sum, meters['step_time'].sum)
         return {'train_loss': meters['loss'].avg, 'lr': self.optimizer.param_groups[0]['lr'],
-                'unreadable': int(unreadable[0])}
+                'unreadable': int(unreadable[0]), 'data_wait_fraction': round(data_wait, 4)}
+
+    def _log_data_wait(self, epoch: int, data_seconds: float, step_seconds: float) -> float:
+        """Log the fraction of this epoch's step time spent waiting for the loader (mean and worst rank).
+
+        A GPU fed fast enough waits close to 0; a large fraction means the loader (decoding) sets the pace:
+        more DATA.NUM_WORKERS if cores are left, else re-encoded videos (DATA.md, keyframe interval). One
+        collective per epoch; returns the mean over ranks, which also goes to TensorBoard and metrics.jsonl."""
+        fractions = torch.zeros(self.dist.world_size, dtype=torch.float64)
+        fractions[self.dist.rank] = data_seconds / step_seconds if step_seconds > 0 else 0.0
+        fractions = du.all_reduce_sum(fractions.to(self.device)).cpu()
+        mean, worst = float(fractions.mean()), int(fractions.argmax())
+        line = f'epoch {epoch}: waiting for data {100 * mean:.1f}% of the step time'
+        if self.dist.world_size > 1:
+            line += f' (mean over ranks; rank {worst} {100 * float(fractions[worst]):.1f}%)'
+        if mean > DATA_WAIT_WARNING:
+            logger.warning(line + ': the loader sets the pace; raise DATA.NUM_WORKERS if the node has idle '
+                           'cores, else re-encode the videos with a short keyframe interval (DATA.md)')
+        else:
+            logger.info(line)
+        self.tb.scalars(epoch, 'epoch', data_wait_fraction=mean)
+        return mean
 
     def forward_backward(self, batch: Dict[str, Any], last: bool) -> torch.Tensor:
         """Normalise, erase and mix on the device, forward, backward of loss / ACCUMULATION_STEPS; returns the loss."""

@@ -48,6 +48,10 @@ def test_checkpoint_layout_and_contents(baseline):
     assert last['lr_scheduler']['num_updates'] == 7
     metrics = [json.loads(line) for line in open(os.path.join(baseline, 'metrics.jsonl'))]
     assert [m['epoch'] for m in metrics] == [0, 1] and last['max_accuracy'] == max(m['val_acc1'] for m in metrics)
+    assert all(0.0 <= m['data_wait_fraction'] <= 1.0 for m in metrics)  # the loader's share of step time
+    log = open(os.path.join(baseline, 'log_rank0.txt')).read()
+    assert 'epoch 1: waiting for data' in log and 'DATA.NUM_WORKERS 0 per process' in log
+    assert 'DATA.TRAIN_FILE ' in log and 'sha256' in log  # the lists read, for comparing runs
     if 'best.pth' in files:
         best = torch.load(os.path.join(baseline, 'best.pth'), weights_only=True)
         assert best['max_accuracy'] == max(m['val_acc1'] for m in metrics[:best['epoch'] + 1])

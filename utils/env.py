@@ -67,6 +67,22 @@ def environment_summary(device: torch.device, world_size: int) -> Dict[str, Any]
     return summary
 
 
+def usable_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask: a cgroup or ``taskset`` limit counts)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def local_process_count() -> int:
+    """Training processes on this node: torchrun's LOCAL_WORLD_SIZE, 1 without a launcher."""
+    try:
+        return max(1, int(os.environ.get('LOCAL_WORLD_SIZE', '1')))
+    except ValueError:
+        return 1
+
+
 def memory_mb(device: torch.device) -> float:
     """Peak memory: CUDA allocator peak on GPU, the process's peak RSS on CPU."""
     if device.type == 'cuda':
