@@ -16,28 +16,11 @@ import json
 import os
 from typing import Any, Dict, List, Tuple
 
+from utils.fs import atomic_write_text
+
 from .build import Prepared, display_path
 from .manifest import MANIFEST_NAME, read_manifest, sha256_of_file, sha256_of_text
 from .sources import PrepareError
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    """Write through a temporary file in the same folder, fsync, rename.
-
-    A local copy of ``utils.misc.atomic_write_text`` (being moved by another change); switch to the shared
-    helper once it has settled.
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f'.{os.path.basename(path)}.{os.getpid()}.{os.urandom(4).hex()}.tmp')
-    try:
-        with open(tmp, 'x', encoding='utf-8', newline='') as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def render(prepared: Prepared, annotations: str, videos: str, root: str) -> Dict[str, str]:
