@@ -31,7 +31,7 @@ from datasets import build_eval_loader, normalize_clip, read_label_list
 from engine.amp import amp_dtype as resolve_amp_dtype
 from engine.amp import autocast
 from engine.checkpoint import load_model_weights
-from engine.meters import ProgressBar, format_duration
+from utils.progress import ProgressBar, format_duration
 from engine.resume import resolve_resume
 from utils import distributed as du
 from utils.distributed import all_gather_object, get_world_size, is_main_process

@@ -34,7 +34,8 @@ from engine.ema import ModelEma
 from engine.evaluator import evaluate_views, test_and_report
 from engine.losses import build_criterion
 from engine.lr_schedule import build_scheduler
-from engine.meters import AverageMeter, format_duration
+from engine.meters import AverageMeter
+from utils.progress import format_duration
 from engine.optim import build_optimizer, clip_gradients
 from engine.preemption import PreemptedError, PreemptionFlag
 from engine.resume import gather_random_states, resolve_resume, restore_training_state, skip_first_batches

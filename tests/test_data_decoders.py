@@ -106,3 +106,70 @@ def test_backend_choice(monkeypatch):
     assert decoders.resolve_backend('auto') == 'pyav'
     with pytest.raises(ImportError, match="'decord' is not installed"):
         decoders.resolve_backend('decord')
+
+
+class CountingContainer:
+    """Wraps a PyAV container to count the seeks and the decoded frames of a reader."""
+
+    def __init__(self, container):
+        self._container, self.seeks, self.decoded = container, 0, 0
+
+    def seek(self, *args, **kwargs):
+        self.seeks += 1
+        return self._container.seek(*args, **kwargs)
+
+    def decode(self, *args, **kwargs):
+        for frame in self._container.decode(*args, **kwargs):
+            self.decoded += 1
+            yield frame
+
+    def __getattr__(self, name):
+        return getattr(self._container, name)
+
+
+@pytest.fixture(scope='module')
+def gop_videos(tmp_path_factory):
+    """60 frames each: H.264 keyframe every 6 (B-frames), all-intra, VP9 every 6, MPEG-TS (timestamps
+    starting above 0, a demuxer that seeks by decoding time) every 6."""
+    if 'pyav' not in BACKENDS:
+        pytest.skip('needs PyAV')
+    root = tmp_path_factory.mktemp('gops')
+    frames = stamped_frames(num_frames=60, seed=3)
+    return {
+        'h264_gop6': write_video(str(root / 'g6.mp4'), frames, options={'g': 6, 'bf': 2}),
+        'h264_intra': write_video(str(root / 'g1.mp4'), frames, options={'g': 1}),
+        'vp9_gop6': write_video(str(root / 'g6.webm'), frames, codec='libvpx-vp9', options={'g': 6}),
+        'mpegts_gop6': write_video(str(root / 'g6.ts'), frames, options={'g': 6, 'bf': 2}),
+    }
+
+
+@pytest.mark.parametrize('kind', ['h264_gop6', 'h264_intra', 'vp9_gop6', 'mpegts_gop6'])
+def test_pyav_seeking_is_frame_exact_and_skips_work(gop_videos, kind):
+    path = gop_videos[kind]
+    with open_video(path, 'pyav') as reader:
+        assert reader.num_frames == 60
+        through = reader._decode_sequential(list(range(60)))       # every frame, no seek
+    if kind == 'mpegts_gop6':
+        import av
+        with av.open(path) as container:      # the case the dts fallback is for
+            stream = container.streams.video[0]
+            assert min(p.pts for p in container.demux(stream) if p.size) > 0
+    rng = np.random.default_rng(1)
+    subsets = [[3, 17, 31, 45, 59], [0, 1, 2, 30], [59], sorted(rng.choice(60, 8, replace=False))]
+    for indices in subsets:
+        with open_video(path, 'pyav') as reader:
+            counter = reader._container = CountingContainer(reader._container)
+            got = reader.get_frames(indices)
+            assert reader._timestamps_known, 'fell back to decoding from the start'
+            assert reader._seek_by_dts == (kind == 'mpegts_gop6')   # MPEG-TS seeks by decoding time
+        assert (got == np.stack([through[i] for i in indices])).all(), (kind, indices)
+        if indices == [3, 17, 31, 45, 59]:      # sparse: seeks to 4-5 keyframes, decodes a fraction
+            assert counter.seeks >= 4 and counter.decoded < 30, (counter.seeks, counter.decoded)
+
+
+@pytest.mark.skipif(len(BACKENDS) < 2, reason='needs both decord and PyAV')
+@pytest.mark.parametrize('kind', ['h264_gop6', 'h264_intra', 'vp9_gop6'])
+def test_decord_batches_match_pyav_on_short_gops(gop_videos, kind):
+    with open_video(gop_videos[kind], 'decord') as a, open_video(gop_videos[kind], 'pyav') as b:
+        for indices in ([3, 17, 31, 45, 59], [0, 1, 2, 30], list(range(0, 60, 7))):
+            assert (a.get_frames(indices) == b.get_frames(indices)).all(), (kind, indices)

@@ -16,7 +16,8 @@ from engine.evaluator import (EvaluationError, VideoScoreMeter, classification_m
                               write_eval_results)
 from engine.lr_schedule import WarmupLRScheduler, build_scheduler
 from engine.checkpoint import checkpoint_names, write_checkpoint
-from engine.meters import AverageMeter, format_duration
+from engine.meters import AverageMeter
+from utils.progress import format_duration
 from engine.optim import build_optimizer, clip_gradients, param_groups_weight_decay
 from engine.preemption import PreemptionFlag
 from engine.resume import resolve_resume, skip_first_batches
