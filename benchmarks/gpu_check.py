@@ -99,10 +99,10 @@ def header(report: Report, st: plan.Settings) -> str:
              f"commit {m.get('commit') or '?'}; {m.get('elapsed_s', 0):.0f} s of a {st.budget:.0f} s budget",
              f'Speed rows: batch {st.batch} x {st.frames} frames x {st.img_size}^2, median after {st.warmup} '
              f'warm-up steps, models/ and reference interleaved step by step; training = SGD Nesterov step '
-             f'(GradScaler in fp16), drop-path 0, models/ with its default selective checkpointing; fp32 = '
-             f"PyTorch defaults (cuDNN TF32 on, matmul TF32 off); cudnn.benchmark on. torch.compile: "
-             f'{st.compile_size} in {st.compile_dtype} only ({st.compile_backend}), since S/B and other '
-             'precisions would not fit the time budget.']
+             f'(GradScaler in fp16), drop-path 0, models/ with its default selective checkpointing; '
+             + ('' if st.quick else 'fp32 = PyTorch defaults (cuDNN TF32 on, matmul TF32 off); cudnn.benchmark on; ')
+             + f'torch.compile: {st.compile_size} in {st.compile_dtype} only ({st.compile_backend}), since S/B '
+             'and other precisions would not fit the time budget.']
     return '\n'.join(lines)
 
 

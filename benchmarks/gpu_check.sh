@@ -16,21 +16,31 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 
-# module name -> pip requirement (the pins of requirements.txt where it pins)
+# python modules the GPU machines lack (their wheel files start with the same names)
 MODULES=(yacs av decord termcolor)
-declare -A REQUIREMENT=([yacs]='yacs==0.1.8' [av]='av>=12.0' [decord]='decord==0.6.0' [termcolor]='termcolor>=2.3')
-declare -A WHEEL_PREFIX=([yacs]=yacs [av]=av [decord]=decord [termcolor]=termcolor)
 
 if [[ "${1:-}" == "--fetch-wheels" ]]; then
     version=${GPU_CHECK_PYTHON:-3.12}
-    reqs=()
-    for m in "${MODULES[@]}"; do reqs+=("${REQUIREMENT[$m]}"); done
+    # the versions installed here (what the test suite runs with), else requirements.txt's pins
+    reqs=$("$PYTHON" - "${MODULES[@]}" <<'EOF'
+import importlib.metadata as md, sys
+fallback = {'yacs': 'yacs==0.1.8', 'av': 'av>=12.0', 'decord': 'decord==0.6.0', 'termcolor': 'termcolor>=2.3'}
+out = []
+for name in sys.argv[1:]:
+    try:
+        out.append(f'{name}=={md.version(name)}')
+    except md.PackageNotFoundError:
+        out.append(fallback[name])
+print(' '.join(out))
+EOF
+)
     mkdir -p .whl
     platforms=()
     for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 \
              manylinux2010_x86_64 manylinux1_x86_64; do platforms+=(--platform "$p"); done
+    # shellcheck disable=SC2086  # one word per requirement
     "$PYTHON" -m pip download --no-deps --only-binary=:all: --python-version "$version" --implementation cp \
-        "${platforms[@]}" -d .whl "${reqs[@]}"
+        "${platforms[@]}" -d .whl $reqs
     ls -l .whl
     exit 0
 fi
@@ -44,9 +54,9 @@ if [[ -n "$missing" ]]; then
     site=${TMPDIR:-/tmp}/gpu_check_site
     wheels=()
     for m in $missing; do
-        found=(.whl/"${WHEEL_PREFIX[$m]}"-*.whl)
+        found=(.whl/"$m"-*.whl)
         if [[ ! -e "${found[0]}" ]]; then
-            echo "gpu_check.sh: python module '$m' is missing and there is no .whl/${WHEEL_PREFIX[$m]}-*.whl;" \
+            echo "gpu_check.sh: python module '$m' is missing and there is no .whl/$m-*.whl;" \
                  "run 'benchmarks/gpu_check.sh --fetch-wheels' where PyPI is reachable and carry .whl" >&2
             exit 2
         fi

@@ -1,12 +1,12 @@
 """The training DataLoader's clips/s with one worker per CPU core of this machine, the figure the GPU's
 training clips/s is divided by (``starve.*`` rows): below 1, a GPU of this machine would wait for data.
 
-The videos are synthetic but Kinetics-shaped in the full run (340x256, 10 s at 30 fps, H.264 with the
-encoder's default keyframe interval; a panning coarse texture and a moving square, so that P/B-frames
-carry motion). The loader is the one ``main.py`` builds (``datasets.build_train_loader``) from the
-Kinetics-400 Video-FocalNet-T config: the published recipe's sampling and augmentation, ``DATA.NUM_WORKERS``
-= the core count, pinned memory where CUDA is available. The first batch of every worker is left out of
-the timing (worker start-up and the first file opens).
+The videos are synthetic but Kinetics-shaped in the full run: 340x256, 10 s at 30 fps, H.264 with the
+encoder's default keyframe interval, about 0.7 MB like a Kinetics clip (a panning fine texture and a
+moving square, so that P/B-frames carry motion). The loader is the one ``main.py`` builds
+(``datasets.build_train_loader``) from the Kinetics-400 Video-FocalNet-T config: the published recipe's
+sampling and augmentation, ``DATA.NUM_WORKERS`` = the core count, pinned memory where CUDA is available.
+The first batch of every worker is left out of the timing (worker start-up and the first file opens).
 """
 from __future__ import annotations
 
@@ -28,9 +28,10 @@ FPS = 30
 
 
 def synthetic_frames(seed: int, count: int, height: int, width: int) -> np.ndarray:
-    """(count, height, width, 3) uint8: a coarse random texture panning 2 px per frame, and a moving square."""
+    """(count, height, width, 3) uint8: a random texture of 2-pixel cells panning 2 px per frame and a
+    moving square."""
     rng = np.random.default_rng(seed)
-    cell = 8
+    cell = 2
     coarse = rng.integers(40, 216, ((height + 2 * count) // cell + 2, (width + 2 * count) // cell + 2, 3),
                           dtype=np.uint8)
     texture = np.repeat(np.repeat(coarse, cell, axis=0), cell, axis=1)

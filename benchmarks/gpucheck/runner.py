@@ -16,6 +16,7 @@ import dataclasses
 import importlib
 import multiprocessing
 import os
+import resource
 import signal
 import sys
 import time
@@ -174,5 +175,14 @@ def run_all(sections: List[Section], settings: Settings, report: Report, budget_
             continue
         cap = min(section.cap, left)
         on_section(section, cap)
+        wall, cpu = time.monotonic(), _children_cpu()
         run_section(section, settings, report, cap, log_path, on_row)
+        # wall and CPU seconds (the section and every process it waited for): how a run fits its budget
+        report.update_meta(section_seconds={**report.meta.get('section_seconds', {}), section.name: {
+            'wall': round(time.monotonic() - wall, 1), 'cpu': round(_children_cpu() - cpu, 1)}})
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
