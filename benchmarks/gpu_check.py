@@ -125,14 +125,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--quick', action='store_true', help='the same code on the CPU with tiny sizes (< 2 min)')
     parser.add_argument('--out', help='folder for gpu_check.json / .md / .log (default: $OUT, else '
                                       'output/gpu_check)')
-    parser.add_argument('--budget', type=float, help='seconds for all sections (default 440; --quick: 240)')
+    parser.add_argument('--budget', type=float, help='seconds for all sections (default 420; --quick: 240)')
     parser.add_argument('--only', help='comma-separated sections to run (default: all)')
     parser.add_argument('--skip', help='comma-separated sections to leave out')
     parser.add_argument('--list', action='store_true', help='print the sections and their rows, then exit')
     args = parser.parse_args(argv)
     if args.budget is not None and args.budget <= 0:
         parser.error(f'--budget: expected a positive number of seconds, got {args.budget}')
-    st = plan.quick_settings(args.budget or 240.) if args.quick else plan.full_settings(args.budget or 440.)
+    st = plan.quick_settings(args.budget or 240.) if args.quick else plan.full_settings(args.budget or 420.)
     try:
         chosen = plan.select(plan.sections(st), _names(args.only), _names(args.skip))
     except ValueError as e:

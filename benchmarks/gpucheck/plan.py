@@ -84,7 +84,7 @@ class Settings:
         return next(s for s in self.sizes if s.name == name)
 
 
-def full_settings(budget: float = 440.) -> Settings:
+def full_settings(budget: float = 420.) -> Settings:
     cores = os.cpu_count() or 1
     return Settings(
         quick=False, device='cuda', sizes=PUBLISHED, frames=8, img_size=224, num_classes=400, batch=8,
