@@ -1,0 +1,182 @@
+"""The GPU check (issue 10): one run that prints one table and writes it as JSON.
+
+    benchmarks/gpu_check.sh                 # on a machine with one GPU: at most 8 minutes, setup included
+    benchmarks/gpu_check.sh --quick         # the same code on the CPU with tiny sizes (CI runs this)
+    python -m benchmarks.gpu_check --only model:T,toy --budget 200     # a rerun of some sections
+
+For Video-FocalNet-T, S and B at 8 x 224^2 it measures, in this order (the sections; ``--only`` / ``--skip``
+take their names):
+
+* ``model:T`` (then ``model:S``, ``model:B``): logits and gradients of ``models/`` against the reference
+  implementation on the GPU (fp32 without TF32, same weights; max abs difference), inference and training
+  clips/s of both in fp32 / fp16 / bf16 and training peak memory, interleaved step by step;
+* ``toy``: ``main.py`` on toy data through ``torchrun --standalone --nproc_per_node 1`` (fp16 + grad scaler,
+  pinned memory): train 2 epochs, rerun with 3 (auto-resume), ``--eval`` 4x3; a world-size-1 NCCL group
+  with a DDP step (main.py makes no process group for one process);
+* ``loader``: the train DataLoader's clips/s with every CPU core, then the ratio to each model's training
+  clips/s (``starve.*``: below 1 the GPU would wait for data);
+* ``batch:T``: the largest bf16 training batch of T that fits (doubling, then bisection; OOM caught);
+* ``compile:train``, ``compile:infer``: ``torch.compile`` of T in bf16, models/ first, the reference
+  when time is left (S and B, and other precisions, would not fit the budget).
+
+Each section runs in its own process with a time cap from what is left of ``--budget``; a row that fails
+says FAILED with a one-line reason and the run goes on. The JSON (``--out``, default ``$OUT`` or
+``output/gpu_check``) is rewritten after every row, so a run stopped from outside still leaves the partial
+table. Exit code 0 when every row is ok, 1 otherwise, 2 for a bad command line.
+"""
+from __future__ import annotations
+
+import os
+
+# Before torch is imported: torch.cuda.is_available() in this parent must not initialise CUDA, since the
+# sections are forked from it and initialise CUDA themselves.
+os.environ.setdefault('PYTORCH_NVML_BASED_CUDA_CHECK', '1')
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import platform  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from typing import Dict, List, Optional  # noqa: E402
+
+import torch  # noqa: E402
+
+from benchmarks.gpucheck import plan, runner  # noqa: E402
+from benchmarks.gpucheck.report import FAILED, OK, PENDING, SKIPPED, Report, Row, format_value  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _git_commit() -> str:
+    try:
+        res = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=REPO, capture_output=True, text=True,
+                             timeout=10)
+        return res.stdout.strip() if res.returncode == 0 else ''
+    except (OSError, subprocess.SubprocessError):
+        return ''
+
+
+def _cpu_name() -> str:
+    try:
+        with open('/proc/cpuinfo') as f:
+            return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+    except (OSError, StopIteration):
+        return platform.processor() or 'CPU'
+
+
+def _names(text: Optional[str]) -> Optional[List[str]]:
+    return [n.strip() for n in text.split(',') if n.strip()] if text else None
+
+
+def derive(st: plan.Settings, report: Report) -> None:
+    """The ``starve.*`` rows: loader clips/s divided by training clips/s measured earlier in this run."""
+    loader = report.get('loader.train')
+    for row in plan.derived_rows(st):
+        name = row.key.split('.')[1]
+        source = (f'compile.{name}.{st.compile_dtype}.train' if row.key.endswith('.compiled')
+                  else f'speed.{name}.{st.recipe_dtype}.train')
+        model = report.get(source)
+        missing = [k for k, r in (('loader.train', loader), (source, model)) if r is None or r.status != OK]
+        if missing:
+            in_run = all(report.get(k) is not None for k in missing)
+            report.update(Row(row.key, row.label, row.unit, status=FAILED if in_run else SKIPPED,
+                              reason=f'needs {" and ".join(missing)}' + ('' if in_run else ', not part of this run')))
+            continue
+        ratio = loader.ours / model.ours
+        verdict = 'the GPU would wait for data' if ratio < 1 else 'the loader keeps up'
+        report.update(Row(row.key, row.label, row.unit, ours=ratio, status=OK,
+                          note=f'{format_value(loader.ours)} / {format_value(model.ours)} clips/s: {verdict}'))
+
+
+def header(report: Report, st: plan.Settings) -> str:
+    m = report.meta
+    device = (f"{m.get('gpu', 'GPU ?')} ({m.get('gpu_memory_gib', '?')} GiB, driver {m.get('driver') or '?'})"
+              if not st.quick else f"CPU {m.get('cpu')}")
+    cuda = f", CUDA {m.get('cuda')}, cuDNN {m.get('cudnn')}" if not st.quick else ''
+    lines = [f"GPU check{' --quick (CPU smoke run, tiny sizes)' if st.quick else ''}: {device}; "
+             f"torch {m.get('torch')}{cuda}; {m.get('cpu_count')} CPU cores; {m.get('date')}; "
+             f"commit {m.get('commit') or '?'}; {m.get('elapsed_s', 0):.0f} s of a {st.budget:.0f} s budget",
+             f'Speed rows: batch {st.batch} x {st.frames} frames x {st.img_size}^2, median after {st.warmup} '
+             f'warm-up steps, models/ and reference interleaved step by step; training = SGD Nesterov step '
+             f'(GradScaler in fp16), drop-path 0, models/ with its default selective checkpointing; '
+             + ('' if st.quick else 'fp32 = PyTorch defaults (cuDNN TF32 on, matmul TF32 off); cudnn.benchmark on; ')
+             + f'torch.compile: {st.compile_size} in {st.compile_dtype} only ({st.compile_backend}), since S/B '
+             'and other precisions would not fit the time budget.']
+    return '\n'.join(lines)
+
+
+def _print_row(start: float) -> callable:
+    def show(row: Row) -> None:
+        if row.status == OK:
+            ref = f' | reference {format_value(row.reference)}' if row.reference is not None else ''
+            ratio = f' ({row.ratio:.2f}x)' if row.ratio is not None else ''
+            text = f'models/ {format_value(row.ours)}{ref} {row.unit}{ratio}'
+        else:
+            text = row.reason
+        print(f'[{time.monotonic() - start:6.1f} s] {row.status:7s} {row.key:28s} {text}', flush=True)
+    return show
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog='python -m benchmarks.gpu_check',
+                                     description='GPU check: one table of parity, speed, memory, main.py and '
+                                                 'loader figures (see the module docstring).')
+    parser.add_argument('--quick', action='store_true', help='the same code on the CPU with tiny sizes (< 2 min)')
+    parser.add_argument('--out', help='folder for gpu_check.json / .md / .log (default: $OUT, else '
+                                      'output/gpu_check)')
+    parser.add_argument('--budget', type=float, help='seconds for all sections (default 420; --quick: 240)')
+    parser.add_argument('--only', help='comma-separated sections to run (default: all)')
+    parser.add_argument('--skip', help='comma-separated sections to leave out')
+    parser.add_argument('--list', action='store_true', help='print the sections and their rows, then exit')
+    args = parser.parse_args(argv)
+    if args.budget is not None and args.budget <= 0:
+        parser.error(f'--budget: expected a positive number of seconds, got {args.budget}')
+    st = plan.quick_settings(args.budget or 240.) if args.quick else plan.full_settings(args.budget or 420.)
+    try:
+        chosen = plan.select(plan.sections(st), _names(args.only), _names(args.skip))
+    except ValueError as e:
+        parser.error(str(e))
+    if args.list:
+        for section in chosen:
+            print(f'{section.name}: ' + ', '.join(r.key for r in section.rows))
+        return 0
+    if not args.quick and not torch.cuda.is_available():
+        print(f'gpu_check: no CUDA device is visible (torch {torch.__version__}, CUDA build {torch.version.cuda}); '
+              'the CPU smoke run is --quick', file=sys.stderr)
+        return 2
+    for section in chosen:  # import every section's code here, once, so that forked sections inherit it
+        runner.resolve(section.target)
+
+    out_dir = os.path.abspath(args.out or os.environ.get('OUT') or os.path.join(REPO, 'output', 'gpu_check'))
+    os.makedirs(out_dir, exist_ok=True)
+    log_path = os.path.join(out_dir, 'gpu_check.log')
+    with open(log_path, 'w') as f:
+        f.write(f'gpu_check {" ".join(argv if argv is not None else sys.argv[1:])}\n')
+    start = time.monotonic()
+    report = Report(os.path.join(out_dir, 'gpu_check.json'), meta=dict(
+        mode='quick' if st.quick else 'full', date=datetime.datetime.now(datetime.timezone.utc).strftime(
+            '%Y-%m-%d %H:%M UTC'), torch=torch.__version__, python=platform.python_version(),
+        cpu=_cpu_name(), cpu_count=os.cpu_count(), commit=_git_commit(), budget_s=st.budget,
+        sections=[s.name for s in chosen], complete=False))
+    report.plan([row for section in chosen for row in section.rows] + plan.derived_rows(st))
+    show = _print_row(start)
+    print(f'gpu_check: {len(chosen)} sections, budget {st.budget:.0f} s; rows -> {report.json_path}, '
+          f'section output -> {log_path}', flush=True)
+    runner.run_all(chosen, st, report, start + st.budget, log_path, show,
+                   on_section=lambda s, cap: print(f'[{time.monotonic() - start:6.1f} s] section {s.name} '
+                                                   f'(at most {cap:.0f} s)', flush=True))
+    derive(st, report)
+    report.update_meta(elapsed_s=round(time.monotonic() - start, 1), complete=True)
+    text = header(report, st) + '\n\n' + report.table()
+    with open(os.path.join(out_dir, 'gpu_check.md'), 'w') as f:
+        f.write(text + '\n')
+    print('\n' + text, flush=True)
+    counts: Dict[str, int] = report.counts()
+    print(f"\n{counts[OK]} ok, {counts[FAILED]} FAILED, {counts[SKIPPED]} SKIPPED, {counts[PENDING]} not run",
+          flush=True)
+    return 0 if counts[OK] == len(report.rows) else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

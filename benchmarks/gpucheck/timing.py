@@ -1,0 +1,104 @@
+"""Timing and peak memory of training and inference steps, interleaved between implementations.
+
+``time_interleaved`` runs every step function ``warmup`` times untimed (cuDNN autotuning with
+``cudnn.benchmark``, allocator growth and lazy initialisation happen there), then alternates timed calls
+between the functions, one call each per round, until each has ``iters`` calls or the round would pass
+``time_cap`` seconds per function (at least two timed calls each). Alternating rounds let clock changes
+and neighbours hit every implementation alike. The median per-call time counts.
+
+``peak_memory`` is, on CUDA, ``max_memory_allocated`` during one call minus what was allocated before
+it. A CPU has no allocator counter: there the figure is the rise of the process's resident-set
+high-water mark (``VmHWM`` after clearing it), approximate because freed memory may stay in the heap;
+only ``--quick`` measures on the CPU, to run the same code.
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import statistics
+import time
+from typing import Callable, Dict, Iterator
+
+import torch
+
+AMP_DTYPES = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def autocast(device: torch.device, dtype: str):
+    amp = AMP_DTYPES[dtype]
+    return torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
+
+
+def timed_call(fn: Callable[[], None], device: torch.device) -> float:
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def time_interleaved(fns: Dict[str, Callable[[], None]], device: torch.device, warmup: int, iters: int,
+                     time_cap: float) -> Dict[str, float]:
+    """Median seconds per call of each function in ``fns`` (see the module docstring)."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            timed_call(fn, device)
+    times = {name: [] for name in fns}
+    spent = {name: 0. for name in fns}
+    while True:
+        for name, fn in fns.items():
+            t = timed_call(fn, device)
+            times[name].append(t)
+            spent[name] += t
+        done = min(len(v) for v in times.values())
+        if done >= iters:
+            break
+        per_call = {name: spent[name] / len(times[name]) for name in fns}
+        if done >= 2 and any(spent[n] + per_call[n] > time_cap for n in fns):
+            break
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def _status_kb(field: str) -> int:
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise RuntimeError(f'{field} missing from /proc/self/status')
+
+
+@contextlib.contextmanager
+def _cpu_peak(result: Dict[str, int]) -> Iterator[None]:
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')  # resets VmHWM to the current resident size
+    start = _status_kb('VmRSS') * 1024
+    yield
+    result['peak'] = max(0, _status_kb('VmHWM') * 1024 - start)
+
+
+def peak_memory(fn: Callable[[], None], device: torch.device) -> int:
+    """Bytes of peak memory that one call of ``fn`` adds to what was allocated before it."""
+    gc.collect()
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        start = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - start
+    result: Dict[str, int] = {}
+    with _cpu_peak(result):
+        fn()
+    return result['peak']
+
+
+def free_memory(device: torch.device) -> None:
+    """After an out-of-memory error: drop what Python still holds and return cached blocks to the driver."""
+    gc.collect()
+    if device.type == 'cuda':
+        torch.cuda.empty_cache()

@@ -1,0 +1,189 @@
+"""The GPU check (benchmarks/gpu_check.sh): its ``--quick`` CPU run end to end, so that the script cannot rot
+before a GPU is lent, and the parts that decide what the GPU run reports (batch search, time caps of the
+sections, the incrementally written JSON) on their own."""
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from benchmarks.gpucheck import plan
+from benchmarks.gpucheck.batch_search import largest_fitting
+from benchmarks.gpucheck.report import FAILED, OK, PENDING, SKIPPED, Report, Row, load_rows
+from benchmarks.gpucheck.runner import run_all, run_section
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(REPO, 'benchmarks', 'gpu_check.sh')
+
+
+# --- batch search ---------------------------------------------------------------------------------------
+
+def _fits_below(limit, calls):
+    def fits(batch):
+        calls.append(batch)
+        return batch <= limit
+    return fits
+
+
+def test_batch_search_doubles_then_bisects_to_the_precision():
+    calls = []
+    lo, hi, why = largest_fitting(_fits_below(300, calls), start=8, cap=2048, precision=1 / 16)
+    assert why == 'bracketed'
+    assert calls[:7] == [8, 16, 32, 64, 128, 256, 512]   # doubling until the first failure
+    assert lo <= 300 < hi and hi - lo <= max(1, lo // 16)
+    assert all(b in calls for b in (lo, hi))
+
+
+def test_batch_search_exact_with_precision_zero():
+    lo, hi, why = largest_fitting(_fits_below(37, []), start=1, cap=1000, precision=0)
+    assert (lo, hi, why) == (37, 38, 'bracketed')
+
+
+def test_batch_search_stops_at_the_cap_and_when_nothing_fits():
+    calls = []
+    assert largest_fitting(_fits_below(10 ** 6, calls), start=8, cap=100, precision=0.1) == (100, None, 'cap')
+    assert calls == [8, 16, 32, 64, 100]
+    lo, hi, why = largest_fitting(_fits_below(5, []), start=8, cap=64, precision=0)
+    assert (lo, hi, why) == (5, 6, 'bracketed')  # the start failed: bisected below it
+    assert largest_fitting(_fits_below(0, []), start=8, cap=64, precision=0)[0] == 0
+
+
+def test_batch_search_stops_when_time_is_up():
+    calls = []
+    lo, hi, why = largest_fitting(_fits_below(300, calls), start=8, cap=2048, precision=0,
+                                  out_of_time=lambda: len(calls) >= 3)
+    assert (lo, hi, why) == (32, None, 'time')
+
+
+def test_batch_search_rejects_a_bad_range():
+    with pytest.raises(ValueError, match='start'):
+        largest_fitting(lambda b: True, start=0, cap=8, precision=0)
+
+
+# --- report ---------------------------------------------------------------------------------------------
+
+def test_report_writes_every_change_and_marks_non_finite_values(tmp_path):
+    path = str(tmp_path / 'r.json')
+    report = Report(path, {'mode': 'test'})
+    report.plan([Row('a', 'row a', 'clips/s'), Row('b', 'row b', 's')])
+    assert {k: r.status for k, r in load_rows(path).items()} == {'a': PENDING, 'b': PENDING}
+    report.update(Row('a', 'row a', 'clips/s', ours=3.0, reference=2.0, status=OK))
+    report.update(Row('b', 'row b', 's', ours=float('nan'), status=OK))
+    rows = load_rows(path)
+    assert rows['a'].status == OK and rows['a'].ratio == 1.5
+    assert rows['b'].status == FAILED and 'non-finite' in rows['b'].reason
+    table = report.table()
+    assert '| row a | clips/s | 3 | 2 | 1.50x |' in table and '| row b | s | FAILED |' in table
+
+
+def test_every_planned_row_has_a_unique_key():
+    for st in (plan.quick_settings(), plan.full_settings()):
+        keys = [r.key for s in plan.sections(st) for r in s.rows] + [r.key for r in plan.derived_rows(st)]
+        assert len(keys) == len(set(keys))
+    with pytest.raises(ValueError, match='unknown section'):
+        plan.select(plan.sections(plan.quick_settings()), ['model:X'], None)
+
+
+# --- sections in child processes ------------------------------------------------------------------------
+
+def section_two_rows_then_fail(st, out, deadline, arg):
+    out.ok('t.first', 1.0)
+    raise RuntimeError('broken on purpose\nsecond line')
+
+
+def section_hangs(st, out, deadline, arg):
+    out.ok('t.first', 2.0)
+    time.sleep(60)
+
+
+def section_crashes(st, out, deadline, arg):
+    os._exit(7)
+
+
+def _section(target, cap=30., min_time=0.):
+    rows = (Row('t.first', 'first'), Row('t.second', 'second'))
+    return plan.Section('t', f'tests.test_gpu_check:{target}', '', rows, cap, min_time)
+
+
+@pytest.mark.parametrize('target, reason', [
+    ('section_two_rows_then_fail', 'RuntimeError: broken on purpose'),
+    ('section_crashes', 'the section process exited with code 7'),
+])
+def test_rows_a_section_did_not_produce_become_failed_with_its_reason(tmp_path, target, reason):
+    report = Report(str(tmp_path / 'r.json'), {})
+    section = _section(target)
+    report.plan(section.rows)
+    run_section(section, plan.quick_settings(), report, cap=30., log_path=str(tmp_path / 'log'), on_row=lambda r: 0)
+    rows = load_rows(report.json_path)
+    if target == 'section_two_rows_then_fail':
+        assert rows['t.first'].status == OK and rows['t.first'].ours == 1.0
+    assert rows['t.second'].status == FAILED and rows['t.second'].reason == reason
+
+
+def test_a_section_past_its_cap_is_stopped_and_keeps_its_rows(tmp_path, monkeypatch):
+    monkeypatch.setattr('benchmarks.gpucheck.runner.GRACE_S', 0.5)
+    report = Report(str(tmp_path / 'r.json'), {})
+    section = _section('section_hangs')
+    report.plan(section.rows)
+    start = time.monotonic()
+    run_section(section, plan.quick_settings(), report, cap=3., log_path=None, on_row=lambda r: 0)
+    assert time.monotonic() - start < 20
+    assert report.get('t.first').status == OK
+    assert report.get('t.second').status == FAILED and 'ran out of its 3 s' in report.get('t.second').reason
+
+
+def test_a_section_is_not_started_without_enough_budget(tmp_path):
+    report = Report(str(tmp_path / 'r.json'), {})
+    section = _section('section_hangs', min_time=50.)
+    report.plan(section.rows)
+    run_all([section], plan.quick_settings(), report, time.monotonic() + 10, None, lambda r: 0)
+    assert {r.status for r in report.rows.values()} == {SKIPPED}
+    assert 'not started' in report.get('t.first').reason
+
+
+# --- the --quick run end to end -------------------------------------------------------------------------
+
+def test_command_line(tmp_path, capsys):
+    from benchmarks.gpu_check import main
+    assert main(['--quick', '--list']) == 0
+    assert 'model:T: parity.T.logits' in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main(['--only', 'nope'])
+    assert e.value.code == 2 and "unknown section 'nope'" in capsys.readouterr().err
+    if not torch.cuda.is_available():  # the full run needs a GPU and says so
+        assert main(['--out', str(tmp_path)]) == 2
+        assert 'no CUDA device is visible' in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_quick_run_produces_every_row(tmp_path):
+    out = tmp_path / 'out'
+    # a generous budget: on an idle 2-core machine the run takes about a minute and a half; on a loaded
+    # one a tight budget would skip sections, which is the budget working, not the script breaking
+    proc = subprocess.run(['bash', SCRIPT, '--quick', '--budget', '900', '--out', str(out)], cwd=str(tmp_path),
+                          capture_output=True, text=True, timeout=1200)
+    with open(out / 'gpu_check.json') as f:
+        data = json.load(f)
+    rows = {r['key']: r for r in data['rows']}
+    st = plan.quick_settings()
+    planned = [r.key for s in plan.sections(st) for r in s.rows] + [r.key for r in plan.derived_rows(st)]
+    assert sorted(rows) == sorted(planned)
+    bad = {k: (r['status'], r['reason']) for k, r in rows.items() if r['status'] != OK}
+    assert not bad, f'{bad}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}'
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for key, row in rows.items():
+        assert row['ours'] is not None and math.isfinite(row['ours']), key
+        assert row['reference'] is None or math.isfinite(row['reference']), key
+    for size in ('T', 'S', 'B'):
+        assert rows[f'parity.{size}.logits']['ours'] < 1e-4
+        assert rows[f'parity.{size}.grads']['ours'] < 1e-3
+        for dtype in plan.DTYPES:
+            assert rows[f'speed.{size}.{dtype}.train']['reference'] > 0
+    assert 0 <= rows['toy.eval']['ours'] <= 100
+    assert data['meta']['complete'] and data['meta']['mode'] == 'quick'
+    table = (out / 'gpu_check.md').read_text()
+    assert table.count('\n| ') == len(planned) + 1 and 'FAILED' not in table
