@@ -64,12 +64,7 @@ def write_videos(folder: str, st: Settings) -> List[str]:
 
 
 def _load_config(opts: List[str]):
-    try:  # the config's home after the engine/ refactor (issue 11)
-        from engine.config import load_config
-    except ModuleNotFoundError as e:  # FALLBACK until that refactor is merged
-        if e.name not in ('engine', 'engine.config'):
-            raise
-        from utils.config import load_config
+    from engine.config import load_config
     return load_config(KINETICS_CFG, opts)
 
 

@@ -20,18 +20,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from benchmarks.reference_video_focalnet import ReferenceVideoFocalNet
 from models import VideoFocalNet
+
 from .plan import DTYPES, MODES, ModelSize, Settings
 from .report import one_line
 from .runner import Channel
 from .timing import autocast, free_memory, peak_memory, time_interleaved, timed_call
-
-try:  # the reference's home once benchmarks/ is a package (the benchmarks refactor)
-    from benchmarks.reference_video_focalnet import ReferenceVideoFocalNet
-except ModuleNotFoundError as _e:  # FALLBACK until that move is merged: it lived in tests/
-    if _e.name not in ('benchmarks.reference_video_focalnet', 'benchmarks'):
-        raise
-    from tests.reference_video_focalnet import ReferenceVideoFocalNet
 
 GIB = 2 ** 30
 
