@@ -48,7 +48,7 @@ from utils.lr_scheduler import build_scheduler
 from utils.misc import (AverageMeter, PreemptionFlag, atomic_write_text, configure_determinism,
                         environment_summary, format_duration, memory_mb, seed_everything)
 from utils.optimizer import build_optimizer, clip_gradients
-from utils.pretrained import PretrainedMismatchError
+from models.pretrained import PretrainedMismatchError
 from utils.training import (NonFiniteLossError, PreemptedError, amp_dtype, apply_weight_init, autocast,
                             build_criterion, build_grad_scaler, check_finite_weights, checkpoint_names,
                             gather_random_states, measure_throughput, resolve_resume, restore_training_state,

@@ -36,7 +36,7 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 import numpy as np
 import torch
 
-from utils.pretrained import (HEAD_KEYS, PretrainedMismatchError, map_pretrained_state_dict,
+from models.pretrained import (HEAD_KEYS, PretrainedMismatchError, map_pretrained_state_dict,
                               redraw_head_)
 
 __all__ = [

@@ -96,6 +96,7 @@ _C.MODEL.FOCAL.USE_POSTLN = False
 _C.MODEL.FOCAL.USE_POSTLN_IN_MODULATION = False
 _C.MODEL.FOCAL.NORMALIZE_MODULATOR = False
 _C.MODEL.FOCAL.LAYERSCALE_VALUE = 1e-4    # new: initial value of layerscale (the original's constructor default)
+_C.MODEL.FOCAL.DESIGN = 'parallel'         # new: parallel (released) | spatial | factorized | divided | joint (README)
 
 # -----------------------------------------------------------------------------
 # Training settings
@@ -320,6 +321,8 @@ def finalize_config(config: CN) -> CN:
     _check_choice('TEST.ON_UNREADABLE', config.TEST.ON_UNREADABLE, ('skip', 'error'))
     _check_choice('TEST.SCORE_AGG', config.TEST.SCORE_AGG, ('softmax', 'logits'))
     _check_choice('MODEL.DROP_PATH_MODE', config.MODEL.DROP_PATH_MODE, ('video', 'frame'))
+    from models.architectures import DESIGNS  # lazy: the models package imports torch
+    _check_choice('MODEL.FOCAL.DESIGN', config.MODEL.FOCAL.DESIGN, DESIGNS)
     _check_choice('TRAIN.OPTIMIZER.NAME', config.TRAIN.OPTIMIZER.NAME.lower(), ('sgd', 'adamw'))
     _check_choice('TRAIN.LR_SCHEDULER.NAME', config.TRAIN.LR_SCHEDULER.NAME, ('cosine', 'linear', 'step'))
     _check_choice('AUG.MIXUP_MODE', config.AUG.MIXUP_MODE, ('batch', 'pair', 'elem'))
