@@ -1,7 +1,8 @@
 """Focal modulations on channels-last video tokens ``(B, T, H, W, C)``: the released spatio-temporal one and
 the single-context ones of the design space (``MODEL.FOCAL.DESIGN``).
 
-``SpatioTemporalFocalModulation`` (design ``parallel``) is the original's. Same parameters, same arithmetic (spec section 1.6), different data movement:
+``SpatioTemporalFocalModulation`` (design ``parallel``) is the original's. Same parameters, same arithmetic
+(spec section 1.6), different data movement:
 
 * tokens stay ``(B, T, H, W, C)``; the original's ``(b t) h w c -> (b h w) t c`` and back rearranges,
   the ``torch.clone`` of the input and the channels-first ``permute().contiguous()`` copies are gone;

@@ -154,9 +154,9 @@ def map_pretrained_state_dict(
     Returns:
         ``(tensors, report)``: ``tensors`` maps target keys to the values to copy (already renamed, reshaped
         and inflated); ``report`` has ``layout`` and the key lists ``loaded`` (copied as they are),
-        ``inflated`` (stem repeated over the tubelet, the joint design's 3-D focal kernels over time), ``skipped`` (source keys that are not used: the
-        source's head), ``left_at_init`` (temporal tensors absent from a 2D source) and ``reinitialised``
-        (the head, to be re-drawn by the caller).
+        ``inflated`` (stem repeated over the tubelet, the joint design's 3-D focal kernels over time),
+        ``skipped`` (source keys that are not used: the source's head), ``left_at_init`` (temporal tensors
+        absent from a 2D source) and ``reinitialised`` (the head, to be re-drawn by the caller).
 
     Raises:
         PretrainedMismatchError: some spatial target tensor is missing from the source or has another shape,

@@ -1,13 +1,14 @@
 """timm registration: ``timm.create_model('video_focalnet_{tiny,small,base}[.tag]', **kwargs)``.
 
-The published architectures (``models.architectures.ARCHITECTURES``) are the defaults; any constructor argument of ``VideoFocalNet`` passed as a
-keyword overrides them (``embed_dim``, ``depths``, ``num_frames``, ...). No weights can be downloaded (the
-original's URLs were empty); load a local checkpoint with
+The published architectures (``models.architectures.ARCHITECTURES``) are the defaults; any constructor
+argument of ``VideoFocalNet`` passed as a keyword overrides them (``embed_dim``, ``depths``, ``num_frames``,
+``design``, ...). No weights can be downloaded (the original's URLs were empty); load a local checkpoint with
 ``timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=PATH))``. The file is read with
 the project's safe loader (``utils.checkpoint``), so the original's files (which pickle a yacs config)
 load without executing pickled code. If ``num_classes`` differs from the checkpoint's head, the head is
-left freshly initialised and everything else is loaded strictly. ``design='divided'`` (etc.) builds another
-design of the paper's study at the same size; ``features_only=True`` gives the stage features.
+left freshly initialised and everything else is loaded strictly. Stage features:
+``model.forward_intermediates`` (timm's ``features_only`` wrappers expect 2-D feature formats, NCHW/NHWC,
+and are not wired).
 """
 from __future__ import annotations
 

@@ -28,6 +28,12 @@ state-dict keys and shapes as the released checkpoints. Differences from the ori
   patch size, input channels and patch norm come from the caller instead of being hard-wired.
 * ``use_conv_embed`` together with ``tubelet_size > 1`` builds (a Conv3d with the overlapping spatial
   kernel); the original crashed on that combination.
+
+Beyond the original: ``design`` selects one of the paper's design-space variants (``parallel``, the released
+model, by default; ``spatial``, ``factorized``, ``divided``, ``joint``), all built from the same stem, stages,
+MLPs and head; and the timm model API: ``forward_features`` returns the final normalised tokens
+``(B, T', H', W', C)``, ``forward_head`` pools and classifies, ``group_matcher`` (layer-wise LR decay),
+``feature_info``, ``forward_intermediates`` and ``prune_intermediate_layers`` (stage features).
 """
 from __future__ import annotations
 
