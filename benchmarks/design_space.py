@@ -97,8 +97,12 @@ def count(design: str, model_opts: Sequence[str]) -> Dict[str, float]:
     import torch
 
     from models import build_model
-    from utils.config import load_config
-    from utils.flops import count_gmacs, count_params
+    try:  # the engine refactor (issue 11) moves the config to engine/ and the counter to tools/
+        from engine.config import load_config
+        from tools.flops import count_gmacs, count_params
+    except ImportError:
+        from utils.config import load_config
+        from utils.flops import count_gmacs, count_params
 
     config = load_config(TOY_CONFIG, list(model_opts) + ['MODEL.FOCAL.DESIGN', design])
     with torch.device('meta'):
