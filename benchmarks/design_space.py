@@ -1,7 +1,7 @@
 """The paper's design-space study in miniature: every ``MODEL.FOCAL.DESIGN`` trained on the toy data.
 
     python benchmarks/design_space.py --prepare-toy data/toy_designs   # once: train/val + a held-out test.csv
-    python benchmarks/design_space.py --data data/toy_designs           # ~20 min on an idle 2-core CPU
+    python benchmarks/design_space.py --data data/toy_designs           # every design, one after the other
 
 Each design is trained by the project's own command line (``main.py --cfg configs/toy/video-focalnet_toy.yaml``,
 run as a subprocess) with one recipe and one seed, changing only ``MODEL.FOCAL.DESIGN``; ``MODEL.TUBELET_SIZE 1``
