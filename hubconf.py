@@ -9,11 +9,13 @@
 Nothing is downloaded: the original release files are on Google Drive, which torch.hub cannot fetch, so
 ``checkpoint`` names a file you have (the original's checkpoints, this project's, or a file made by
 ``tools/publish.py``). Other keyword arguments go to the model constructor (e.g. ``num_frames``,
-``drop_path_rate``). Without ``checkpoint`` the model is randomly initialised.
+``drop_path_rate``, ``design``). Without ``checkpoint`` the model is randomly initialised.
 """
 from __future__ import annotations
 
 from typing import Optional
+
+from models.architectures import ARCHITECTURES, describe
 
 dependencies = ['torch', 'timm', 'yacs']
 
@@ -30,16 +32,16 @@ def _create(name: str, checkpoint: Optional[str], num_classes: int, **kwargs):
     return model
 
 
-def video_focalnet_tiny(checkpoint: Optional[str] = None, num_classes: int = 400, **kwargs):
-    """Video-FocalNet-T (embed dim 96, depths 2-2-6-2, 8 frames). ``checkpoint``: local weights file."""
-    return _create('video_focalnet_tiny', checkpoint, num_classes, **kwargs)
+def _entry_point(size: str):
+    def create(checkpoint: Optional[str] = None, num_classes: int = 400, **kwargs):
+        return _create(f'video_focalnet_{size}', checkpoint, num_classes, **kwargs)
+
+    create.__name__ = create.__qualname__ = f'video_focalnet_{size}'
+    create.__doc__ = (f"Video-FocalNet-{size[0].upper()} ({describe(size)}, 8 frames). ``checkpoint``: local "
+                      f"weights file; ``design``: another design of the paper's study (MODEL.FOCAL.DESIGN).")
+    return create
 
 
-def video_focalnet_small(checkpoint: Optional[str] = None, num_classes: int = 400, **kwargs):
-    """Video-FocalNet-S (embed dim 96, depths 2-2-18-2, 8 frames). ``checkpoint``: local weights file."""
-    return _create('video_focalnet_small', checkpoint, num_classes, **kwargs)
-
-
-def video_focalnet_base(checkpoint: Optional[str] = None, num_classes: int = 400, **kwargs):
-    """Video-FocalNet-B (embed dim 128, depths 2-2-18-2, 8 frames). ``checkpoint``: local weights file."""
-    return _create('video_focalnet_base', checkpoint, num_classes, **kwargs)
+# one entry point per size of the architecture table (models/architectures.py)
+for _size in ARCHITECTURES:
+    globals()[f'video_focalnet_{_size}'] = _entry_point(_size)

@@ -172,10 +172,12 @@ def _choice_lists(config: CN) -> List[Tuple[str, Any, tuple]]:
     from engine.optim import OPTIMIZERS
     from engine.weight_init import WEIGHT_INITS
     from models import MODEL_TYPES
+    from models.architectures import DESIGNS
     from models.layers import DROP_PATH_MODES
     eval_crops = (1, 3)  # datasets.transforms.EvalTransform's num_crop (it names no list of its own)
     return [
         ('MODEL.TYPE', config.MODEL.TYPE, MODEL_TYPES),
+        ('MODEL.FOCAL.DESIGN', config.MODEL.FOCAL.DESIGN, DESIGNS),
         ('MODEL.INIT', config.MODEL.INIT, WEIGHT_INITS),
         ('MODEL.DROP_PATH_MODE', config.MODEL.DROP_PATH_MODE, DROP_PATH_MODES),
         ('TRAIN.AMP', config.TRAIN.AMP, AMP_MODES),

@@ -80,6 +80,7 @@ _C.MODEL.FOCAL.USE_POSTLN = False         # LayerNorm after (not before) each re
 _C.MODEL.FOCAL.USE_POSTLN_IN_MODULATION = False   # LayerNorm on the modulation's output before its projection
 _C.MODEL.FOCAL.NORMALIZE_MODULATOR = False        # divide the aggregated context by L + 1
 _C.MODEL.FOCAL.LAYERSCALE_VALUE = 1e-4    # initial value of the layerscale
+_C.MODEL.FOCAL.DESIGN = 'parallel'        # focal-modulation design: parallel (released), spatial, factorized, divided, joint
 
 # -----------------------------------------------------------------------------
 # Training

@@ -10,15 +10,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from .architectures import ARCHITECTURES, DESIGNS
 from .video_focalnet import VideoFocalNet
 
 _logger = logging.getLogger(__name__)
 
 # the family name alone (custom width/depth, e.g. the toy) or with a published size
 MODEL_TYPES = ('videofocalnet', 'video_focalnet') + tuple(
-    f'{prefix}_{size}' for prefix in ('videofocalnet', 'video_focalnet') for size in ('tiny', 'small', 'base'))
+    f'{prefix}_{size}' for prefix in ('videofocalnet', 'video_focalnet') for size in ARCHITECTURES)
 # width and depth of the published sizes, to flag a MODEL.TYPE that names another size than the keys build
-PUBLISHED_SIZES = {'tiny': (96, [2, 2, 6, 2]), 'small': (96, [2, 2, 18, 2]), 'base': (128, [2, 2, 18, 2])}
+PUBLISHED_SIZES = {size: (arch['embed_dim'], list(arch['depths'])) for size, arch in ARCHITECTURES.items()}
 
 
 def _config_error(msg: str) -> Exception:
@@ -36,6 +37,9 @@ def build_model(config: Any) -> VideoFocalNet:
     if model_type not in MODEL_TYPES:
         raise _config_error(f"MODEL.TYPE: expected one of {list(MODEL_TYPES)}, got {model_type!r}")
     focal = config.MODEL.FOCAL
+    design = focal.get('DESIGN', 'parallel')
+    if design not in DESIGNS:
+        raise _config_error(f"MODEL.FOCAL.DESIGN: expected one of {list(DESIGNS)}, got {design!r}")
     depths = list(focal.DEPTHS)
     size = model_type.rsplit('_', 1)[-1]
     if size in PUBLISHED_SIZES and (focal.EMBED_DIM, depths) != PUBLISHED_SIZES[size]:
@@ -76,8 +80,9 @@ def build_model(config: Any) -> VideoFocalNet:
         normalize_modulator=focal.NORMALIZE_MODULATOR,
         num_frames=config.DATA.NUM_FRAMES,
         tubelet_size=config.MODEL.TUBELET_SIZE,
+        design=design,
     )
-    _logger.info("built %s: embed_dim %d, depths %s, %d frames, tubelet %d, %.2fM parameters", model_type,
-                 focal.EMBED_DIM, depths, config.DATA.NUM_FRAMES, config.MODEL.TUBELET_SIZE,
+    _logger.info("built %s (design %s): embed_dim %d, depths %s, %d frames, tubelet %d, %.2fM parameters",
+                 model_type, design, focal.EMBED_DIM, depths, config.DATA.NUM_FRAMES, config.MODEL.TUBELET_SIZE,
                  sum(p.numel() for p in model.parameters()) / 1e6)
     return model

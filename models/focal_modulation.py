@@ -1,6 +1,8 @@
-"""Spatio-temporal focal modulation (the original's ``SpatioTemporalFocalModulation``) on channels-last video.
+"""Focal modulations on channels-last video tokens ``(B, T, H, W, C)``: the released spatio-temporal one and
+the single-context ones of the design space (``MODEL.FOCAL.DESIGN``).
 
-Same parameters, same arithmetic (spec section 1.6), different data movement:
+``SpatioTemporalFocalModulation`` (design ``parallel``) is the original's. Same parameters, same arithmetic
+(spec section 1.6), different data movement:
 
 * tokens stay ``(B, T, H, W, C)``; the original's ``(b t) h w c -> (b h w) t c`` and back rearranges,
   the ``torch.clone`` of the input and the channels-first ``permute().contiguous()`` copies are gone;
@@ -10,15 +12,35 @@ Same parameters, same arithmetic (spec section 1.6), different data movement:
   weights concatenated on the fly (their parameters and state-dict keys stay separate);
 * the frame count is read from the input, so one model handles clips of any length;
 * gates and modulators are returned on request instead of being stored on the module.
+
+``FocalModulation`` is one query, one context and one modulator, as in the 2-D FocalNet; its subclasses
+differ only in the context aggregation: per-frame depthwise 2-D kernels (``SpatialFocalModulation``, the 2-D
+FocalNet's, same parameter names), dense temporal kernels per position (``TemporalFocalModulation``, the
+kernels of the released temporal branch) or depthwise 3-D kernels (``JointFocalModulation``).
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 
-from .layers import DepthwiseSpatialConv, Linear, PointwiseConv1d, PointwiseConv2d, TemporalConv, linear
+from .layers import (DepthwiseSpatialConv, DepthwiseSpatioTemporalConv, Linear, PointwiseConv1d, PointwiseConv2d,
+                     TemporalConv, linear)
+
+Extras = Dict[str, torch.Tensor]
+
+
+def focal_kernel_sizes(focal_window: int, focal_level: int, focal_factor: int) -> List[int]:
+    """Kernel of each focal level, ``focal_factor * l + focal_window``; they must be odd and positive."""
+    if focal_level < 1:
+        raise ValueError(f"focal_level: expected >= 1, got {focal_level}")
+    sizes = [focal_factor * k + focal_window for k in range(focal_level)]
+    if any(k < 1 or k % 2 == 0 for k in sizes):
+        # 'same' padding k // 2 only keeps the size for odd kernels (the original crashed on even ones)
+        raise ValueError(f"focal kernels must be odd and positive: focal_window {focal_window} and "
+                         f"focal_factor {focal_factor} give kernel sizes {sizes}")
+    return sizes
 
 
 def _gated_sum(levels: nn.ModuleList, ctx: torch.Tensor, gates: torch.Tensor, act: nn.Module,
@@ -53,8 +75,7 @@ class SpatioTemporalFocalModulation(nn.Module):
                  proj_drop: float = 0., use_postln_in_modulation: bool = False,
                  normalize_modulator: bool = False) -> None:
         super().__init__()
-        if focal_level < 1:
-            raise ValueError(f"focal_level: expected >= 1, got {focal_level}")
+        self.kernel_sizes = focal_kernel_sizes(focal_window, focal_level, focal_factor)
         self.dim = dim
         self.focal_window = focal_window
         self.focal_level = focal_level
@@ -68,11 +89,6 @@ class SpatioTemporalFocalModulation(nn.Module):
         self.act = nn.GELU()
         self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
-        self.kernel_sizes = [focal_factor * k + focal_window for k in range(focal_level)]
-        if any(k < 1 or k % 2 == 0 for k in self.kernel_sizes):
-            # 'same' padding k // 2 only keeps the size for odd kernels (the original crashed on even ones)
-            raise ValueError(f"focal kernels must be odd and positive: focal_window {focal_window} and "
-                             f"focal_factor {focal_factor} give kernel sizes {self.kernel_sizes}")
         self.focal_layers = nn.ModuleList([
             nn.Sequential(DepthwiseSpatialConv(dim, dim, kernel_size=k, stride=1, groups=dim, padding=k // 2,
                                                bias=False), nn.GELU())
@@ -85,7 +101,7 @@ class SpatioTemporalFocalModulation(nn.Module):
         self.ln: Optional[nn.LayerNorm] = nn.LayerNorm(dim) if use_postln_in_modulation else None
 
     def forward(self, x: torch.Tensor, return_modulators: bool = False
-                ) -> torch.Tensor | Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+                ) -> torch.Tensor | Tuple[torch.Tensor, Extras]:
         """x: normalised tokens (B, T, H, W, C) -> (B, T, H, W, C) [, gates and modulators]."""
         C, L = self.dim, self.focal_level
         weight = torch.cat((self.f.weight, self.f_temporal.weight))
@@ -116,3 +132,100 @@ class SpatioTemporalFocalModulation(nn.Module):
 
     def extra_repr(self) -> str:
         return f'dim={self.dim}, kernel_sizes={self.kernel_sizes}'
+
+
+class FocalModulation(nn.Module):
+    """One focal modulation: ``proj(q * h(sum_l gate_l * ctx_l + gate_L * global ctx))`` (FocalNet's).
+
+    Subclasses choose the context aggregation (``_context_conv``: the convolution of one focal level,
+    ``_pointwise``: the modulator map ``h``, ``GLOBAL_DIMS``: the token dims the global context averages).
+    Registration order and names are the 2-D FocalNet's (``f``, ``h``, ``proj``, ``focal_layers``, ``ln``),
+    so a spatial one takes the ImageNet tensors as they are.
+
+    Args: as ``SpatioTemporalFocalModulation``.
+    """
+
+    GLOBAL_DIMS: Tuple[int, ...] = (2, 3)
+
+    def __init__(self, dim: int, focal_window: int = 3, focal_level: int = 2, focal_factor: int = 2,
+                 proj_drop: float = 0., use_postln_in_modulation: bool = False,
+                 normalize_modulator: bool = False) -> None:
+        super().__init__()
+        self.kernel_sizes = focal_kernel_sizes(focal_window, focal_level, focal_factor)
+        self.dim = dim
+        self.focal_level = focal_level
+        self.normalize_modulator = normalize_modulator
+        self.f = Linear(dim, 2 * dim + (focal_level + 1), bias=True)
+        self.h = self._pointwise(dim)
+        self.act = nn.GELU()
+        self.proj = Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.focal_layers = nn.ModuleList([nn.Sequential(self._context_conv(dim, k), nn.GELU())
+                                           for k in self.kernel_sizes])
+        self.ln: Optional[nn.LayerNorm] = nn.LayerNorm(dim) if use_postln_in_modulation else None
+
+    @staticmethod
+    def _context_conv(dim: int, kernel_size: int) -> nn.Module:
+        raise NotImplementedError
+
+    @staticmethod
+    def _pointwise(dim: int) -> nn.Module:
+        return PointwiseConv2d(dim, dim, kernel_size=1, stride=1, bias=True)
+
+    def forward(self, x: torch.Tensor, return_modulators: bool = False
+                ) -> torch.Tensor | Tuple[torch.Tensor, Extras]:
+        """x: normalised tokens (B, T, H, W, C) -> (B, T, H, W, C) [, gates and modulator]."""
+        C, L = self.dim, self.focal_level
+        q, ctx, gates = self.f(x).split((C, C, L + 1), dim=-1)
+        ctx_all = _gated_sum(self.focal_layers, ctx, gates, self.act, dims=self.GLOBAL_DIMS)
+        if self.normalize_modulator:
+            ctx_all = ctx_all / (L + 1)
+        modulator = self.h(ctx_all)
+        out = q * modulator
+        if self.ln is not None:
+            out = self.ln(out)
+        out = self.proj_drop(self.proj(out))
+        if not return_modulators:
+            return out
+        return out, dict(modulator=modulator, gates=gates.contiguous())
+
+    def extra_repr(self) -> str:
+        return f'dim={self.dim}, kernel_sizes={self.kernel_sizes}'
+
+
+class SpatialFocalModulation(FocalModulation):
+    """The 2-D FocalNet's modulation applied to every frame: depthwise k x k kernels, global context per frame."""
+
+    GLOBAL_DIMS = (2, 3)
+
+    @staticmethod
+    def _context_conv(dim: int, kernel_size: int) -> nn.Module:
+        return DepthwiseSpatialConv(dim, dim, kernel_size=kernel_size, stride=1, groups=dim,
+                                    padding=kernel_size // 2, bias=False)
+
+
+class TemporalFocalModulation(FocalModulation):
+    """Focal modulation along time at every position, with its own query: the released temporal branch's
+    dense ``C x C x k`` kernels and kernel-1 ``h``; global context = mean over the clip."""
+
+    GLOBAL_DIMS = (1,)
+
+    @staticmethod
+    def _context_conv(dim: int, kernel_size: int) -> nn.Module:
+        return TemporalConv(dim, dim, kernel_size=kernel_size, stride=1, padding=kernel_size // 2, bias=False)
+
+    @staticmethod
+    def _pointwise(dim: int) -> nn.Module:
+        return PointwiseConv1d(dim, dim, kernel_size=1, stride=1, bias=True)
+
+
+class JointFocalModulation(FocalModulation):
+    """One spatio-temporal context: depthwise k x k x k kernels over (time, height, width), global context =
+    mean over the whole clip."""
+
+    GLOBAL_DIMS = (1, 2, 3)
+
+    @staticmethod
+    def _context_conv(dim: int, kernel_size: int) -> nn.Module:
+        return DepthwiseSpatioTemporalConv(dim, dim, kernel_size=kernel_size, stride=1, groups=dim,
+                                           padding=kernel_size // 2, bias=False)

@@ -74,6 +74,17 @@ class DepthwiseSpatialConv(nn.Conv2d):
         return _as_nhwc(y).reshape(B, T, H, W, self.out_channels)
 
 
+class DepthwiseSpatioTemporalConv(nn.Conv3d):
+    """Depthwise 3-D convolution over (time, height, width) of ``(B, T, H, W, C)`` tokens (the ``joint`` design).
+
+    Runs on the ``(B, C, T, H, W)`` view, which is channels_last_3d for contiguous tokens.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.conv3d(x.permute(0, 4, 1, 2, 3), self.weight, self.bias, padding=self.padding, groups=self.groups)
+        return y.permute(0, 2, 3, 4, 1)
+
+
 class PointwiseConv2d(nn.Conv2d):
     """A 1x1 ``Conv2d`` (the original's ``h``) applied as a linear map over the channels of ``(..., C)``."""
 

@@ -1,12 +1,14 @@
 """timm registration: ``timm.create_model('video_focalnet_{tiny,small,base}[.tag]', **kwargs)``.
 
-The published architectures are the defaults; any constructor argument of ``VideoFocalNet`` passed as a
-keyword overrides them (``embed_dim``, ``depths``, ``num_frames``, ...). No weights can be downloaded (the
-original's URLs were empty); load a local checkpoint with
+The published architectures (``models.architectures.ARCHITECTURES``) are the defaults; any constructor
+argument of ``VideoFocalNet`` passed as a keyword overrides them (``embed_dim``, ``depths``, ``num_frames``,
+``design``, ...). No weights can be downloaded (the original's URLs were empty); load a local checkpoint with
 ``timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=PATH))``. The file is read with
-the project's safe loader (``utils.checkpoint``), so the original's files (which pickle a yacs config)
+the project's safe loader (``engine.checkpoint``), so the original's files (which pickle a yacs config)
 load without executing pickled code. If ``num_classes`` differs from the checkpoint's head, the head is
-left freshly initialised and everything else is loaded strictly.
+left freshly initialised and everything else is loaded strictly. Stage features:
+``model.forward_intermediates`` (timm's ``features_only`` wrappers expect 2-D feature formats, NCHW/NHWC,
+and are not wired).
 """
 from __future__ import annotations
 
@@ -16,15 +18,14 @@ from typing import Any, Dict
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
+from . import architectures
 from .video_focalnet import VideoFocalNet
 
 _logger = logging.getLogger(__name__)
 
+# timm name -> constructor arguments, from the one table in models.architectures
 ARCHITECTURES: Dict[str, Dict[str, Any]] = {
-    'video_focalnet_tiny': dict(embed_dim=96, depths=(2, 2, 6, 2)),
-    'video_focalnet_small': dict(embed_dim=96, depths=(2, 2, 18, 2)),
-    'video_focalnet_base': dict(embed_dim=128, depths=(2, 2, 18, 2)),
-}
+    f'video_focalnet_{size}': dict(arch) for size, arch in architectures.ARCHITECTURES.items()}
 
 
 def _cfg(num_classes: int, **kwargs: Any) -> Dict[str, Any]:
@@ -75,19 +76,17 @@ def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> VideoFocal
     return model
 
 
-@register_model
-def video_focalnet_tiny(pretrained: bool = False, **kwargs: Any) -> VideoFocalNet:
-    """Video-FocalNet-T: width 96, depths 2-2-6-2, focal levels 2 (kernels 3, 5)."""
-    return _create('video_focalnet_tiny', pretrained, **kwargs)
+def _entry_point(size: str):
+    variant = f'video_focalnet_{size}'
+
+    def create(pretrained: bool = False, **kwargs: Any) -> VideoFocalNet:
+        return _create(variant, pretrained, **kwargs)
+
+    create.__name__ = create.__qualname__ = variant
+    create.__doc__ = f"Video-FocalNet-{size[0].upper()}: {architectures.describe(size)}, focal levels 2 (kernels 3, 5)."
+    return create
 
 
-@register_model
-def video_focalnet_small(pretrained: bool = False, **kwargs: Any) -> VideoFocalNet:
-    """Video-FocalNet-S: width 96, depths 2-2-18-2, focal levels 2 (kernels 3, 5)."""
-    return _create('video_focalnet_small', pretrained, **kwargs)
-
-
-@register_model
-def video_focalnet_base(pretrained: bool = False, **kwargs: Any) -> VideoFocalNet:
-    """Video-FocalNet-B: width 128, depths 2-2-18-2, focal levels 2 (kernels 3, 5)."""
-    return _create('video_focalnet_base', pretrained, **kwargs)
+# timm's register_model reads the function's name and module: one entry point per size of the table
+for _size in architectures.ARCHITECTURES:
+    globals()[f'video_focalnet_{_size}'] = register_model(_entry_point(_size))

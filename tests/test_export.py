@@ -1,19 +1,25 @@
-"""torch.export of the model in eval mode: the exported program equals eager, with a dynamic batch and clip
-length, and survives torch.export.save / torch.export.load."""
+"""torch.export of the model in eval mode, every design: the exported program equals eager, with a dynamic batch
+and clip length, and survives torch.export.save / torch.export.load."""
+import os
+
 import pytest
 import torch
 
-from models import build_model
+from models import DESIGNS, build_model
 from engine.config import load_config
 
+TOY_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs', 'toy',
+                          'video-focalnet_toy.yaml')
 
-@pytest.fixture(scope='module')
-def model():
+
+@pytest.fixture(scope='module', params=DESIGNS)
+def model(request):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    config = load_config('configs/toy/video-focalnet_toy.yaml',
+    config = load_config(TOY_CONFIG,
                          ['DATA.IMG_SIZE', '32', 'DATA.INPUT_SIZE', '32', 'DATA.NUM_FRAMES', '4',
-                          'MODEL.TUBELET_SIZE', '1'])  # any clip length, not only multiples of a tubelet
+                          'MODEL.TUBELET_SIZE', '1',  # any clip length, not only multiples of a tubelet
+                          'MODEL.FOCAL.DESIGN', request.param])
     torch.manual_seed(0)
     yield build_model(config).eval()
     torch.set_num_threads(threads)

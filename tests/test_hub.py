@@ -61,3 +61,14 @@ def test_timm_pretrained_file(reference):
     model = timm.create_model('video_focalnet_tiny', pretrained=True, num_classes=5,
                               pretrained_cfg_overlay=dict(file=reference['path']), **KWARGS)
     assert torch.equal(_logits(model, reference['x']), reference['logits'])
+
+
+def test_entry_points_come_from_the_architecture_table_and_take_a_design():
+    import hubconf
+    from models.architectures import ARCHITECTURES
+    assert [n for n in dir(hubconf) if n.startswith('video_focalnet_')] == sorted(
+        f'video_focalnet_{size}' for size in ARCHITECTURES)
+    assert 'width 128, depths 2-2-18-2' in hubconf.video_focalnet_base.__doc__
+    model = torch.hub.load(REPO, 'video_focalnet_tiny', source='local', num_classes=5, design='divided', **KWARGS)
+    assert model.design == 'divided' and model.layers[0].blocks[0].modulation_temporal is not None
+    assert _logits(model, torch.randn(1, 4, 3, 32, 32)).shape == (1, 5)

@@ -10,6 +10,7 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+import models
 from models import VideoFocalNet, build_model
 from benchmarks.reference_video_focalnet import ReferenceVideoFocalNet
 
@@ -476,3 +477,120 @@ def test_timm_create_model(tmp_path):
                                    embed_dim=8, depths=[1, 1, 1, 1], num_classes=6)
     assert other_head.head.weight.shape == (6, 64)
     assert torch.equal(other_head.layers[3].blocks[0].mlp.fc2.weight, model.layers[3].blocks[0].mlp.fc2.weight)
+
+
+# --- timm-style API: tokens, head, parameter groups, stage features ------------------------------------
+
+def test_forward_features_are_unpooled_tokens_and_forward_head_pools():
+    kw = dict(TINY, img_size=64)
+    model = VideoFocalNet(**kw).eval()
+    x = _clip(kw)
+    with torch.no_grad():
+        tokens = model.forward_features(x)
+        assert tokens.shape == (2, 4, 2, 2, 64)  # (B, T, H/32, W/32, C): normalised, not pooled
+        pooled = model.forward_head(tokens, pre_logits=True)
+        torch.testing.assert_close(pooled, tokens.mean((2, 3)).mean(1))
+        torch.testing.assert_close(model.forward_head(tokens), model(x))
+        torch.testing.assert_close(model.head(pooled), model(x))
+
+
+@pytest.mark.parametrize('design', ['parallel', 'factorized'])
+def test_group_matcher_orders_parameters_from_stem_to_head(design):
+    from timm.models import group_parameters
+    model = VideoFocalNet(**{**TINY, 'depths': [1, 2, 1, 1]}, design=design)
+    names = [n for n, _ in model.named_parameters()]
+    fine = group_parameters(model, model.group_matcher(coarse=False))
+    groups = [fine[i] for i in sorted(fine)]
+    assert sorted(n for g in groups for n in g) == sorted(names)  # every parameter in exactly one group
+    assert all(n.startswith('patch_embed.') for n in groups[0]) and groups[-1] == ['head.weight', 'head.bias']
+    order = {n: i for i, g in enumerate(groups) for n in g}
+    assert order['layers.0.blocks.0.norm1.weight'] < order['layers.1.blocks.0.norm1.weight'] \
+        < order['layers.1.blocks.1.norm1.weight'] < order['layers.3.blocks.0.norm1.weight']
+    assert order['norm.weight'] == order['layers.3.blocks.0.norm1.weight']  # the final norm joins the last block
+    assert order['layers.1.downsample.proj.weight'] == order['layers.1.blocks.1.mlp.fc2.weight']  # joins its stage
+    blocks = 5 + (1 if design == 'factorized' else 0)
+    assert len(groups) == 1 + blocks + 1  # stem, one per block, head
+    if design == 'factorized':
+        assert order['norm.weight'] < order['temporal_encoder.blocks.0.norm1.weight'] == order['norm_temporal.weight']
+    coarse = group_parameters(model, model.group_matcher(coarse=True))
+    # stem, one per stage, the temporal encoder, then the head (with the final norm, as in timm's FocalNet)
+    assert len(coarse) == 1 + 4 + (1 if design == 'factorized' else 0) + 1
+    assert coarse[max(coarse)] == ['norm.weight', 'norm.bias', 'head.weight', 'head.bias']
+    # layer-wise LR decay through timm's optimizer factory: the stem learns slowest, the head fastest
+    from timm.optim import create_optimizer_v2
+    optimizer = create_optimizer_v2(model, 'adamw', lr=1e-3, layer_decay=0.5)
+    scales = {id(p): g['lr_scale'] for g in optimizer.param_groups for p in g['params']}
+    params = dict(model.named_parameters())
+    assert scales[id(params['patch_embed.proj.weight'])] < scales[id(params['layers.2.blocks.0.mlp.fc1.weight'])] \
+        < scales[id(params['head.weight'])] == 1.0
+
+
+@pytest.mark.parametrize('output_fmt', ['NTHWC', 'NCTHW'])
+def test_forward_intermediates_and_feature_info(output_fmt):
+    kw = dict(TINY, img_size=64)
+    model = VideoFocalNet(**kw).eval()
+    x = _clip(kw)
+    assert [(f['num_chs'], f['reduction']) for f in model.feature_info] == [(8, 4), (16, 8), (32, 16), (64, 32)]
+    hooked = {}
+    for info in model.feature_info:  # the named modules output the stage features
+        model.get_submodule(info['module']).register_forward_hook(
+            lambda m, i, o, name=info['module']: hooked.__setitem__(name, o))
+    with torch.no_grad():
+        final, features = model.forward_intermediates(x, output_fmt=output_fmt)
+        torch.testing.assert_close(final, model.forward_features(x))
+        assert len(features) == 4
+        for info, feature in zip(model.feature_info, features):
+            expected = hooked[info['module']]
+            if output_fmt == 'NCTHW':
+                expected = expected.permute(0, 4, 1, 2, 3)
+            torch.testing.assert_close(feature, expected)
+        last_two = model.forward_intermediates(x, indices=2, norm=True, intermediates_only=True, stop_early=True)
+        torch.testing.assert_close(last_two[1], model.forward_features(x))
+        assert [f.shape[-1] for f in last_two] == [32, 64]
+        first = model.forward_intermediates(x, indices=[0], intermediates_only=True, stop_early=True)
+        as_nthwc = features[0] if output_fmt == 'NTHWC' else features[0].permute(0, 2, 3, 4, 1)
+        torch.testing.assert_close(first[0], as_nthwc)
+    with pytest.raises(ValueError, match='output_fmt'):
+        model.forward_intermediates(x, output_fmt='NCHW')
+    assert model.prune_intermediate_layers([0, 1]) == [0, 1]
+    assert len(model.layers) == 2 and model.layers[1].downsample is None and len(model.feature_info) == 2
+    with torch.no_grad():
+        assert [f.shape[-1] for f in model.forward_intermediates(x, intermediates_only=True)] == [8, 16]
+
+
+def _registered_variants():
+    import timm
+    return timm.list_models('video_focalnet_*')
+
+
+# every registered name with the released design, every other design at the tiny's depths (small and base
+# have the same depths, and the designs share everything outside the blocks)
+CONTRACT_CASES = [(name, 'parallel') for name in ('video_focalnet_tiny', 'video_focalnet_small', 'video_focalnet_base')
+                  ] + [('video_focalnet_tiny', design) for design in ('spatial', 'factorized', 'divided', 'joint')]
+
+
+@pytest.mark.parametrize('name, design', CONTRACT_CASES)
+def test_contract_of_every_registered_variant(name, design):
+    """timm's model contract for the registered names (their depths; width 8 to stay fast) and the designs:
+    forward shape, finite, every parameter gets a gradient, reset_classifier, checkpointing gives the same
+    output. (Export: tests/test_export.py, for every design.)"""
+    import timm
+    assert sorted(_registered_variants()) == ['video_focalnet_base', 'video_focalnet_small', 'video_focalnet_tiny']
+    torch.manual_seed(0)
+    model = timm.create_model(name, embed_dim=8, img_size=32, num_frames=2, num_classes=3, design=design,
+                              drop_path_rate=0.).train()
+    assert [len(s.blocks) for s in model.layers] == list(models.ARCHITECTURES[name.rsplit('_', 1)[1]]['depths'])
+    x = torch.randn(2, 2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    out = model(x)
+    assert out.shape == (2, 3) and torch.isfinite(out).all()
+    out.sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, missing
+    model.set_grad_checkpointing(True)
+    torch.testing.assert_close(model(x), out, rtol=0, atol=1e-6)
+    model.eval()
+    model.reset_classifier(7)
+    with torch.no_grad():
+        assert model(x).shape == (2, 7) and model.get_classifier().out_features == 7
+        model.reset_classifier(0)
+        assert model(x).shape == (2, model.num_features)

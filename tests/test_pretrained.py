@@ -7,7 +7,7 @@ import torch
 
 from models import VideoFocalNet
 from engine.checkpoint import CheckpointError, load_pretrained
-from utils.pretrained import (PretrainedMismatchError, detect_layout, is_temporal_key,
+from models.pretrained import (PretrainedMismatchError, detect_layout, is_temporal_key,
                               map_pretrained_state_dict)
 
 REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'assets')  # golden data, tests/assets/README.md

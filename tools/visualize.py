@@ -119,6 +119,10 @@ def visualize(model: torch.nn.Module, clip: torch.Tensor, stage: int = -1, block
     x = normalize_clip(clip.unsqueeze(0).to(device))
     logits, mods = model(x, return_modulators=True)
     key = select_block(mods, stage, block)
+    missing = {'modulator', 'modulator_temporal'} - set(mods[key])
+    if missing:  # MODEL.FOCAL.DESIGN spatial / joint / factorized blocks have one modulator only
+        raise ValueError(f"{key} has no {' or '.join(sorted(missing))}: the maps need a block with a spatial and a "
+                         f"temporal modulator (MODEL.FOCAL.DESIGN parallel or divided)")
     spatial = magnitude(mods[key]['modulator'])
     temporal = magnitude(mods[key]['modulator_temporal'])
     return dict(key=key, frames=clip.permute(0, 2, 3, 1).cpu().numpy(), raw_spatial=spatial,

@@ -13,7 +13,7 @@ from engine.checkpoint.rng import capture_rng_state, restore_rng_state
 from engine.checkpoint.saving import checkpoint_names, save_checkpoint, write_checkpoint
 from engine.checkpoint.schema import make_checkpoint
 from engine.checkpoint.weights import extract_state_dict, load_model_weights, load_pretrained, unwrap_model
-from utils.pretrained import PretrainedMismatchError
+from models.pretrained import PretrainedMismatchError
 
 __all__ = [
     'CheckpointError', 'UnsafeCheckpointError', 'PretrainedMismatchError', 'load_checkpoint_file',

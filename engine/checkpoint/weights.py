@@ -3,7 +3,7 @@
 Differences from the original (spec 4.7, 5): weights load strictly: missing, unexpected and differently-shaped
 keys are listed in one error and the model is left untouched. The original used ``strict=False`` and silently
 swapped a mismatched head for the model's own rows ``[:1000]``; to fine-tune on other classes use
-``TRAIN.PRETRAINED_PATH`` (:func:`load_pretrained`, which maps the released layouts with ``utils/pretrained.py``).
+``TRAIN.PRETRAINED_PATH`` (:func:`load_pretrained`, which maps the released layouts with ``models/pretrained.py``).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 import torch
 
 from engine.checkpoint.loading import CheckpointError, PathLike, _is_state_dict, load_checkpoint_file
-from utils.pretrained import HEAD_KEYS, map_pretrained_state_dict, redraw_head_
+from models.pretrained import HEAD_KEYS, map_pretrained_state_dict, redraw_head_
 
 _logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Pure tensor bookkeeping, no file access and no model: :func:`map_pretrained_state_dict` takes a source
 state dict and the target's ``{key: shape}`` and returns the tensors to copy plus a report. File loading,
-the head re-draw and the copy into a model live in :func:`utils.checkpoint.load_pretrained`.
+the head re-draw and the copy into a model live in :func:`engine.checkpoint.load_pretrained`.
 
 Accepted sources (detected from the key names):
 
@@ -12,6 +12,13 @@ Accepted sources (detected from the key names):
   stage, ``head.fc.*``, 1x1 convolutions ``[C, C, 1, 1]`` where microsoft uses ``Linear`` ``[C, C]``).
   Renamed and reshaped to the microsoft layout first (the inverse of ``timm.models.focalnet.checkpoint_filter_fn``).
 * ``video``: a Video-FocalNet checkpoint (fine-tuning on another dataset): temporal tensors are copied too.
+  (A checkpoint of the ``spatial`` or ``joint`` design has no temporal-only tensors, so it reads as
+  ``focalnet2d``: everything loads except the head, which is re-drawn.)
+
+Every design of ``MODEL.FOCAL.DESIGN`` takes the 2D tensors wherever they have a place: the stem,
+downsamplers, norms, MLPs and every spatial modulation (``f``, ``h``, ``proj``, ``focal_layers``) keep the 2D
+names. New, left at init: the temporal tensors (``is_temporal_key``). Inflated: the joint design's 3-D focal
+kernels (and a tubelet stem).
 
 Differences from the original (spec section 5): the original loaded with ``strict=False`` and only
 ``load_state_dict``'s size check stood between a wrong checkpoint and a half-initialised model. Here every
@@ -33,8 +40,13 @@ __all__ = [
 
 HEAD_KEYS = ('head.weight', 'head.bias')
 STEM_WEIGHT_KEY = 'patch_embed.proj.weight'
-# Sub-module names that exist only in the video model (spec 1.6): never present in a 2D checkpoint.
-_TEMPORAL_PARTS = ('.f_temporal.', '.h_temporal.', '.focal_layers_temporal.')
+# Sub-modules that exist only in the video models, never in a 2D checkpoint: the released (parallel) design's
+# temporal branch (spec 1.6), the divided design's temporal sub-layer and the factorized design's temporal
+# encoder (README "Design space").
+_TEMPORAL_KEY = re.compile(r'(?:^|\.)(?:f_temporal|h_temporal|focal_layers_temporal|norm_temporal|'
+                           r'modulation_temporal|gamma_temporal|temporal_encoder)(?:\.|$)')
+# The joint design's 3-D depthwise focal kernels [C, 1, k, k, k], inflated from the 2D [C, 1, k, k] ones.
+_SPATIAL_FOCAL_KERNEL = re.compile(r'^layers\.\d+\.blocks\.\d+\.modulation\.focal_layers\.\d+\.0\.weight$')
 # Number of offending keys quoted per category in an error message (the counts are always given).
 _MAX_QUOTED = 4
 
@@ -44,8 +56,10 @@ class PretrainedMismatchError(ValueError):
 
 
 def is_temporal_key(key: str) -> bool:
-    """True for tensors of the temporal branch (``f_temporal``, ``h_temporal``, ``focal_layers_temporal``)."""
-    return any(part in key for part in _TEMPORAL_PARTS)
+    """True for tensors that only video models have: the temporal branch (``f_temporal``, ``h_temporal``,
+    ``focal_layers_temporal``), the divided design's ``norm_temporal``/``modulation_temporal``/``gamma_temporal``
+    and the factorized design's ``temporal_encoder``/``norm_temporal``."""
+    return _TEMPORAL_KEY.search(key) is not None
 
 
 def detect_layout(state_dict: Mapping[str, torch.Tensor]) -> str:
@@ -94,16 +108,17 @@ def _conv1x1_as_linear(tensor: torch.Tensor, shape: Tuple[int, ...]) -> torch.Te
     return tensor
 
 
-def _inflate_stem(weight: torch.Tensor, shape: Tuple[int, ...]) -> torch.Tensor | None:
-    """Inflate a 2D stem weight [C0, 3, p, p] to a tubelet stem [C0, 3, ts, p, p]: repeat over time, divide by ts.
+def _inflate(weight: torch.Tensor, shape: Tuple[int, ...]) -> torch.Tensor | None:
+    """Inflate a 2D kernel [O, I, k, k] to a 3D one [O, I, t, k, k]: repeat over time, divide by t.
 
-    Averaging keeps the response to a static clip equal to the 2D response (the original's rule, spec 5.3).
-    Returns None when the shapes are not a 2D -> 3D pair of the same stem.
+    Used for the tubelet stem (the original's rule, spec 5.3) and the joint design's depthwise focal kernels
+    (I3D's rule): averaging keeps the response to a static clip equal to the 2D response (away from the
+    clip's first and last frames for a padded kernel). Returns None when the shapes are not such a pair.
     """
     if weight.dim() != 4 or len(shape) != 5 or tuple(weight.shape) != tuple(shape[:2]) + tuple(shape[3:]):
         return None
-    tubelet = shape[2]
-    return weight.unsqueeze(2).repeat(1, 1, tubelet, 1, 1) / tubelet
+    depth = shape[2]
+    return weight.unsqueeze(2).repeat(1, 1, depth, 1, 1) / depth
 
 
 def _focal_level_hint(mismatched: Sequence[Tuple[str, tuple, tuple]]) -> str:
@@ -139,9 +154,9 @@ def map_pretrained_state_dict(
     Returns:
         ``(tensors, report)``: ``tensors`` maps target keys to the values to copy (already renamed, reshaped
         and inflated); ``report`` has ``layout`` and the key lists ``loaded`` (copied as they are),
-        ``inflated`` (stem repeated over the tubelet), ``skipped`` (source keys that are not used: the
-        source's head), ``left_at_init`` (temporal tensors absent from a 2D source) and ``reinitialised``
-        (the head, to be re-drawn by the caller).
+        ``inflated`` (stem repeated over the tubelet, the joint design's 3-D focal kernels over time),
+        ``skipped`` (source keys that are not used: the source's head), ``left_at_init`` (temporal tensors
+        absent from a 2D source) and ``reinitialised`` (the head, to be re-drawn by the caller).
 
     Raises:
         PretrainedMismatchError: some spatial target tensor is missing from the source or has another shape,
@@ -182,7 +197,8 @@ def map_pretrained_state_dict(
             tensors[key] = value
             report['loaded'].append(key)
             continue
-        inflated = _inflate_stem(value, shape) if key == STEM_WEIGHT_KEY else None
+        inflatable = key == STEM_WEIGHT_KEY or _SPATIAL_FOCAL_KERNEL.match(key) is not None
+        inflated = _inflate(value, shape) if inflatable else None
         if inflated is not None:
             tensors[key] = inflated
             report['inflated'].append(key)
