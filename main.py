@@ -87,11 +87,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def prepare_toy_data(config: Any, dist_info: du.DistInfo) -> None:
-    """Generate the toy dataset on rank 0 when the toy folder has no train.csv yet; other ranks wait."""
-    if config.DATA.DATASET != 'toy' or os.path.isfile(os.path.join(config.DATA.ROOT, 'train.csv')):
+    """Generate the toy dataset on rank 0 when the toy folder lacks an annotation file; other ranks wait."""
+    if config.DATA.DATASET != 'toy' or all(os.path.isfile(os.path.join(config.DATA.ROOT, name))
+                                           for name in ('train.csv', 'val.csv', 'test.csv', 'labels.csv')):
         return
     if dist_info.is_main:
-        logger.info(f'generating the toy dataset into {config.DATA.ROOT} (no train.csv there yet)')
+        logger.info(f'generating the toy dataset into {config.DATA.ROOT} (its annotation files are missing)')
         ensure_toy_dataset(config.DATA.ROOT)  # logs its own progress and time
     du.barrier()
 
@@ -381,6 +382,11 @@ class Trainer:
         else:
             logger.warning('no best.pth: the final test uses the current weights')
             source, epoch = 'final weights', config.TRAIN.EPOCHS - 1
+        if config.DATA.TEST_FILE:  # the held-out split: per-epoch validation and best.pth used VAL_FILE
+            config = config.clone()
+            config.defrost()
+            config.DATA.VAL_FILE = config.DATA.TEST_FILE
+            config.freeze()
         clips, crops = config.TEST.FINAL_NUM_CLIP, config.TEST.FINAL_NUM_CROP
         test_set, test_loader = build_eval_loader(config, self.dist.rank, self.dist.world_size, clips, crops)
         test_and_report(self.eval_model, test_set, test_loader, config, self.device, self.amp_dtype, clips, crops,

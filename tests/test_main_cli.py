@@ -69,9 +69,13 @@ def test_toy_data_is_generated_by_rank_0_when_missing(tmp_path, monkeypatch):
     assert calls == [str(tmp_path / 'toy')]
     os.makedirs(tmp_path / 'toy')
     (tmp_path / 'toy' / 'train.csv').write_text('')
+    main.prepare_toy_data(config, main.du.DistInfo())  # a folder from before test.csv: ensure_toy_dataset says so
+    assert len(calls) == 2
+    for name in ('val.csv', 'test.csv', 'labels.csv'):
+        (tmp_path / 'toy' / name).write_text('')
     main.prepare_toy_data(config, main.du.DistInfo())
     main.prepare_toy_data(load_config(TOY_CFG, ['DATA.DATASET', 'kinetics400']), main.du.DistInfo())
-    assert len(calls) == 1
+    assert len(calls) == 2
 
 
 def test_throughput_mode(tmp_path, caplog):

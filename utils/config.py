@@ -39,6 +39,7 @@ _C.DATA = CN()
 _C.DATA.ROOT = '/PATH/TO/videos'          # joined in front of every annotation path ('' = use paths as-is)
 _C.DATA.TRAIN_FILE = '/PATH/TO/train.txt'
 _C.DATA.VAL_FILE = '/PATH/TO/val.txt'
+_C.DATA.TEST_FILE = ''                    # new: final test of best.pth on this held-out file ('' = VAL_FILE)
 _C.DATA.NUM_FRAMES = 32                   # frames per clip (T)
 _C.DATA.NUM_CLASSES = 101                 # must equal MODEL.NUM_CLASSES (checked at start-up)
 _C.DATA.LABEL_LIST = 'labels/ucf_101_labels.csv'   # 'id,name' csv; now used for predictions/reports
