@@ -51,7 +51,7 @@ PAIR_KINDS = ('move_x', 'move_y', 'scale', 'fade')
 SHAPES = ('circle', 'square', 'triangle')
 # The split's number seeds its clips; train and val keep the streams they had before test existed.
 SPLITS = {'train': 0, 'val': 1, 'test': 2}
-DEFAULT_NUM_TRAIN = 320
+DEFAULT_NUM_TRAIN = 640
 DEFAULT_NUM_VAL = 96
 DEFAULT_FRAMES = 32
 DEFAULT_SIZE = 96
