@@ -23,6 +23,7 @@ import sys
 from typing import Any, List, Optional
 
 from datasets import AnnotationError, UnreadableVideosError, ensure_toy_dataset
+from datasets.toy import is_complete as toy_is_complete
 from engine.amp import AMP_OPT_LEVELS
 from engine.checkpoint import CheckpointError, PretrainedMismatchError
 from engine.config import ConfigError, apply_lr_scaling, config_to_yaml, get_config, keys_the_original_ignored
@@ -70,13 +71,17 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def missing_toy_files(config: Any) -> List[str]:
     """The annotation files this run reads that are missing, when they are to be generated as the toy data.
 
-    Empty unless DATA.DATASET is ``toy`` and DATA.ROOT has no toy ``train.csv`` yet. ``--eval`` reads only
-    VAL_FILE, training TRAIN_FILE and VAL_FILE: when they exist (e.g. the toy model evaluated on other videos
-    with DATA.VAL_FILE pointed at them), nothing is generated."""
-    if config.DATA.DATASET != 'toy' or os.path.isfile(os.path.join(config.DATA.ROOT, 'train.csv')):
+    Empty unless DATA.DATASET is ``toy`` and DATA.ROOT lacks one of the toy files (train, val, test, labels).
+    Only the files the mode reads count: ``--eval`` reads VAL_FILE, training TRAIN_FILE, VAL_FILE and, for
+    the final test, TEST_FILE, and only those inside DATA.ROOT: a file that exists, or one pointed elsewhere
+    (e.g. the toy model evaluated on other videos with DATA.VAL_FILE pointed at them), is never generated."""
+    if config.DATA.DATASET != 'toy' or toy_is_complete(config.DATA.ROOT):
         return []
     read = [config.DATA.VAL_FILE] if config.EVAL_MODE else [config.DATA.TRAIN_FILE, config.DATA.VAL_FILE]
-    return [path for path in read if not os.path.isfile(path)]
+    if not config.EVAL_MODE and config.TRAIN.FINAL_TEST and config.DATA.TEST_FILE:
+        read.append(config.DATA.TEST_FILE)
+    inside = os.path.abspath(config.DATA.ROOT) + os.sep  # files pointed elsewhere are never generated
+    return [path for path in read if not os.path.isfile(path) and os.path.abspath(path).startswith(inside)]
 
 
 def prepare_toy_data(config: Any, dist_info: du.DistInfo) -> None:
@@ -87,7 +92,10 @@ def prepare_toy_data(config: Any, dist_info: du.DistInfo) -> None:
     if dist_info.is_main:
         logger.info(f'generating the toy dataset into {config.DATA.ROOT} (no {os.path.basename(missing[0])} '
                     'there yet)')
-        ensure_toy_dataset(config.DATA.ROOT)  # logs its own progress and time
+        try:
+            ensure_toy_dataset(config.DATA.ROOT)  # logs its own progress and time
+        except FileExistsError as e:  # a folder of an older toy version (no test.csv): never overwritten
+            raise ConfigError(str(e)) from None
     du.barrier()
 
 

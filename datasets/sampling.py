@@ -13,12 +13,20 @@ shortens the usable range to ``N - I + 1`` frames.
   - else if ``N > max(T, I)``: ``T`` sorted uniform draws from ``[0, N - I]`` (with replacement);
   - else if ``seg == 0``: ``frame_i = round_half_even(i * (N - I + 1) / T)`` (NumPy's ``around``);
   - else (``N < I - 1``): all zeros.
-* test, clip ``k`` of ``K`` (deterministic): ``seg = (N - I + 1) / T`` (a float),
-  ``frame_i = int(i * seg + seg * (k + 0.5) / K)``, all zeros when ``N <= I - 1``. With ``K = 1``
-  this is the original's single-view rule (segment centres); with ``K > 1`` the clips take evenly
-  spaced offsets inside each segment, so two evaluations give identical numbers.
-* test, ``random=True`` (TEST.RANDOM_CLIPS, the original's multi-clip rule): ``K`` independent
-  train-mode draws with ``I = 1``.
+* test, one clip (``K = 1``), the original's single-view rule: ``seg = (N - I + 1) / T`` (a float),
+  ``frame_i = int(i * seg + seg / 2)`` (segment centres), all zeros when ``N <= I - 1``.
+* test, clip ``k`` of ``K > 1`` (deterministic): the original drew its ``K`` clips as train-mode draws
+  with ``I = 1``, i.e. one random frame inside each of its own segments of ``s = N // T`` frames
+  (``[i * s, i * s + s - 1]``). Here clip ``k`` takes the frame at offset ``(k + 0.5) / K`` of each
+  of those segments, ``frame_i = i * s + floor(s * (k + 0.5) / K)``, so every index lies where the
+  original could have drawn it and the ``K`` clips spread evenly over each segment's range: the
+  numbers estimate the original's protocol, and two evaluations give identical numbers. When
+  ``s == 0`` (``N < T``) the original's draw is deterministic, ``round_half_even(i * N / T)``, and
+  every clip is that one. (An earlier rule here spread the clips over the single-view segments of
+  ``(N - I + 1) / T`` frames; with T 8, I 4, K 4 it put 6.1% of the indices over N 8..400, 21.9%
+  below N 100, outside the original's range.)
+* test, ``random=True`` (TEST.RANDOM_CLIPS, the original's multi-clip rule itself): ``K``
+  independent train-mode draws with ``I = 1``.
 
 Dense sampling (DATA.SAMPLING 'dense'): ``T`` frames at stride ``s = FRAME_INTERVAL``, a window of
 ``L = (T - 1) * s + 1`` frames.
@@ -64,16 +72,30 @@ def segment_train_indices(num_video_frames: int, num_frames: int, interval: int,
     return offsets.astype(np.int64) % n
 
 
-def segment_test_indices(num_video_frames: int, num_frames: int, interval: int,
-                         clip: int = 0, num_clips: int = 1) -> np.ndarray:
-    """Clip ``clip`` of ``num_clips``: offset ``(clip + 0.5) / num_clips`` inside every segment."""
+def segment_test_indices(num_video_frames: int, num_frames: int, interval: int) -> np.ndarray:
+    """The original's single-view test clip: the centre of each of ``num_frames`` segments."""
     _check(num_video_frames, num_frames, interval)
     n, t = num_video_frames, num_frames
     if n <= interval - 1:
         return np.zeros(t, dtype=np.int64)
     seg = (n - interval + 1) / float(t)
-    offsets = (np.arange(t) * seg + seg * ((clip + 0.5) / num_clips)).astype(np.int64)
+    offsets = (np.arange(t) * seg + seg / 2).astype(np.int64)
     return offsets % n
+
+
+def segment_multi_clip_indices(num_video_frames: int, num_frames: int, clip: int,
+                               num_clips: int) -> np.ndarray:
+    """Clip ``clip`` of ``num_clips``: offset ``(clip + 0.5) / num_clips`` inside each of the original's
+    multi-clip segments (``N // T`` frames; FRAME_INTERVAL does not enter, the original used 1)."""
+    _check(num_video_frames, num_frames, 1)
+    if not 0 <= clip < num_clips:
+        raise ValueError(f"clip index must be in [0, {num_clips}), got {clip}")
+    n, t = num_video_frames, num_frames
+    seg = n // t
+    if seg == 0:  # N < T: the original's train-mode rule has no random choice here
+        return np.around(np.arange(t) * (n / t)).astype(np.int64)
+    # (2 clip + 1) seg // (2 num_clips) is floor(seg (clip + 0.5) / num_clips) in exact integers
+    return np.arange(t, dtype=np.int64) * seg + (2 * clip + 1) * seg // (2 * num_clips)
 
 
 def dense_train_indices(num_video_frames: int, num_frames: int, stride: int,
@@ -133,7 +155,8 @@ class FrameSampler:
         """(K, T) frame indices of ``num_clips`` test clips.
 
         The original used its random multi-clip rule only when K > 1; single-clip testing was always
-        the deterministic centre rule, and so it is here.
+        the deterministic centre rule, and so it is here. For K > 1 segment sampling places the clips
+        deterministically inside the original's random range (``segment_multi_clip_indices``).
         """
         if self.random_test_clips and num_clips > 1:
             if rng is None:
@@ -145,9 +168,15 @@ class FrameSampler:
                 clips = [segment_train_indices(num_video_frames, self.num_frames, 1, rng)
                          for _ in range(num_clips)]
             return np.stack(clips)
-        fn = dense_test_indices if self.mode == 'dense' else segment_test_indices
-        return np.stack([fn(num_video_frames, self.num_frames, self.interval, k, num_clips)
-                         for k in range(num_clips)])
+        if self.mode == 'dense':
+            clips = [dense_test_indices(num_video_frames, self.num_frames, self.interval, k, num_clips)
+                     for k in range(num_clips)]
+        elif num_clips == 1:
+            clips = [segment_test_indices(num_video_frames, self.num_frames, self.interval)]
+        else:
+            clips = [segment_multi_clip_indices(num_video_frames, self.num_frames, k, num_clips)
+                     for k in range(num_clips)]
+        return np.stack(clips)
 
     def __repr__(self) -> str:
         return (f"FrameSampler(num_frames={self.num_frames}, interval={self.interval}, mode={self.mode!r}, "

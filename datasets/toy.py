@@ -1,8 +1,10 @@
 """A small synthetic action dataset whose classes need temporal order (the embedded default dataset).
 
 New (the original shipped no data). ``python -m datasets.toy --out DIR`` writes real H.264 ``.mp4``
-files plus ``train.csv`` / ``val.csv`` (``relative/path.mp4,label``, relative to DIR, so
-``DATA.ROOT = DIR``) and ``labels.csv`` (``id,name``).
+files plus ``train.csv`` / ``val.csv`` / ``test.csv`` (``relative/path.mp4,label``, relative to DIR, so
+``DATA.ROOT = DIR``) and ``labels.csv`` (``id,name``). The three splits hold different clips with the
+same class balance: ``val`` chooses the checkpoint (``best.pth``), ``test`` is only for the figure
+reported at the end, so that figure is not the maximum over epochs of a noisy estimate.
 
 Eight classes in four time-reversal pairs: moving left / right, moving up / down, growing /
 shrinking, appearing (fade in) / disappearing (fade out). A clip shows one "actor" shape (circle,
@@ -32,14 +34,14 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from fractions import Fraction
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ['CLASS_NAMES', 'ClipParams', 'sample_clip_params', 'reverse_params', 'render_clip', 'rgb_to_yuv420p', 'encode_clip',
-           'generate_toy_dataset', 'ensure_toy_dataset', 'main']
+__all__ = ['CLASS_NAMES', 'ANNOTATION_FILES', 'ClipParams', 'sample_clip_params', 'reverse_params', 'render_clip',
+           'rgb_to_yuv420p', 'encode_clip', 'generate_toy_dataset', 'is_complete', 'ensure_toy_dataset', 'main']
 
 GENERATOR_VERSION = 1
 CLASS_NAMES = ('moving left', 'moving right', 'moving up', 'moving down',
@@ -47,14 +49,15 @@ CLASS_NAMES = ('moving left', 'moving right', 'moving up', 'moving down',
 # Class 2k is drawn directly; class 2k + 1 is the time reversal of a class-2k draw.
 PAIR_KINDS = ('move_x', 'move_y', 'scale', 'fade')
 SHAPES = ('circle', 'square', 'triangle')
-SPLITS = {'train': 0, 'val': 1}
-DEFAULT_NUM_TRAIN = 320
+# The split's number seeds its clips; train and val keep the streams they had before test existed.
+SPLITS = {'train': 0, 'val': 1, 'test': 2}
+DEFAULT_NUM_TRAIN = 640
 DEFAULT_NUM_VAL = 96
 DEFAULT_FRAMES = 32
 DEFAULT_SIZE = 96
 DEFAULT_FPS = 16
 DEFAULT_CRF = 20
-ANNOTATION_FILES = ('train.csv', 'val.csv', 'labels.csv')
+ANNOTATION_FILES = ('train.csv', 'val.csv', 'test.csv', 'labels.csv')
 
 State = Tuple[float, float, float, float]  # (centre x, centre y, radius, opacity), in pixels / [0, 1]
 
@@ -289,9 +292,16 @@ def _write_rows(path: str, rows: Sequence[Sequence], header: Optional[Sequence[s
         writer.writerows(rows)
 
 
-def _check_args(num_train: int, num_val: int, num_frames: int, size: int, fps: int, workers: int) -> None:
-    if num_train < 1 or num_val < 1:
-        raise ValueError(f'toy dataset: num_train and num_val must be >= 1, got {num_train}, {num_val}')
+def _split_counts(num_train: int, num_val: int, num_test: Optional[int]) -> Dict[str, int]:
+    """Clips per split; the held-out test split defaults to the validation split's size."""
+    counts = {'train': num_train, 'val': num_val, 'test': num_val if num_test is None else num_test}
+    bad = {split: count for split, count in counts.items() if count < 1}
+    if bad:
+        raise ValueError(f'toy dataset: every split needs >= 1 clip, got {bad}')
+    return counts
+
+
+def _check_args(num_frames: int, size: int, fps: int, workers: int) -> None:
     if num_frames < 2:
         raise ValueError(f'toy dataset: frames must be >= 2, got {num_frames}')
     if size < 16 or size % 2:
@@ -300,10 +310,10 @@ def _check_args(num_train: int, num_val: int, num_frames: int, size: int, fps: i
         raise ValueError(f'toy dataset: fps and workers must be >= 1, got {fps}, {workers}')
 
 
-def _generate_into(out_dir: str, num_train: int, num_val: int, seed: int, num_frames: int, size: int,
+def _generate_into(out_dir: str, counts: Dict[str, int], seed: int, num_frames: int, size: int,
                    fps: int, crf: int, workers: int) -> None:
     jobs = []
-    for split, count in (('train', num_train), ('val', num_val)):
+    for split, count in counts.items():
         for name in CLASS_NAMES:
             os.makedirs(os.path.join(out_dir, split, name.replace(' ', '_')), exist_ok=True)
         for index, label in enumerate(_split_labels(seed, split, count)):
@@ -315,24 +325,28 @@ def _generate_into(out_dir: str, num_train: int, num_val: int, seed: int, num_fr
             results = pool.map(_make_clip, jobs, chunksize=4)
     else:
         results = [_make_clip(job) for job in jobs]
-    _write_rows(os.path.join(out_dir, 'train.csv'), [r for r, job in zip(results, jobs) if job[1] == 'train'])
-    _write_rows(os.path.join(out_dir, 'val.csv'), [r for r, job in zip(results, jobs) if job[1] == 'val'])
+    for split in counts:
+        _write_rows(os.path.join(out_dir, f'{split}.csv'), [r for r, job in zip(results, jobs) if job[1] == split])
     _write_rows(os.path.join(out_dir, 'labels.csv'), list(enumerate(CLASS_NAMES)), header=('id', 'name'))
     with open(os.path.join(out_dir, 'toy_meta.json'), 'w') as f:
-        json.dump({'generator_version': GENERATOR_VERSION, 'seed': seed, 'num_train': num_train,
-                   'num_val': num_val, 'num_frames': num_frames, 'size': size, 'fps': fps, 'crf': crf,
-                   'codec': 'libx264 yuv420p'}, f, indent=2)
+        json.dump({'generator_version': GENERATOR_VERSION, 'seed': seed,
+                   **{f'num_{split}': count for split, count in counts.items()},
+                   'num_frames': num_frames, 'size': size, 'fps': fps, 'crf': crf, 'codec': 'libx264 yuv420p'},
+                  f, indent=2)
 
 
 def generate_toy_dataset(out_dir: str, num_train: int = DEFAULT_NUM_TRAIN, num_val: int = DEFAULT_NUM_VAL,
                          seed: int = 0, num_frames: int = DEFAULT_FRAMES, size: int = DEFAULT_SIZE,
-                         fps: int = DEFAULT_FPS, crf: int = DEFAULT_CRF, workers: int = 2) -> str:
+                         fps: int = DEFAULT_FPS, crf: int = DEFAULT_CRF, workers: int = 2, *,
+                         num_test: Optional[int] = None) -> str:
     """Generate the dataset into ``out_dir``, which must not exist or be empty.
 
-    Files are written to a temporary sibling folder that is renamed at the end, so an interrupted
-    run never leaves a half dataset behind. Returns ``out_dir``.
+    ``num_test`` None: as many test clips as validation clips. Files are written to a temporary sibling
+    folder that is renamed at the end, so an interrupted run never leaves a half dataset behind.
+    Returns ``out_dir``.
     """
-    _check_args(num_train, num_val, num_frames, size, fps, workers)
+    counts = _split_counts(num_train, num_val, num_test)
+    _check_args(num_frames, size, fps, workers)
     out_dir = os.path.abspath(out_dir)
     if os.path.isdir(out_dir) and os.listdir(out_dir):
         raise FileExistsError(f'toy dataset: {out_dir} exists and is not empty; choose a new folder')
@@ -340,7 +354,7 @@ def generate_toy_dataset(out_dir: str, num_train: int = DEFAULT_NUM_TRAIN, num_v
     os.makedirs(parent, exist_ok=True)
     tmp_dir = tempfile.mkdtemp(prefix=f'.{os.path.basename(out_dir)}.tmp-', dir=parent)
     try:
-        _generate_into(tmp_dir, num_train, num_val, seed, num_frames, size, fps, crf, workers)
+        _generate_into(tmp_dir, counts, seed, num_frames, size, fps, crf, workers)
         if os.path.isdir(out_dir):
             os.rmdir(out_dir)  # empty (checked above); a concurrent writer makes this fail loudly
         os.rename(tmp_dir, out_dir)
@@ -350,32 +364,37 @@ def generate_toy_dataset(out_dir: str, num_train: int = DEFAULT_NUM_TRAIN, num_v
     return out_dir
 
 
-def _is_complete(root: str) -> bool:
+def is_complete(root: str) -> bool:
+    """Whether ``root`` holds every annotation file of a toy dataset (ANNOTATION_FILES)."""
     return all(os.path.isfile(os.path.join(root, name)) for name in ANNOTATION_FILES)
 
 
 def ensure_toy_dataset(root: str, num_train: Optional[int] = None, num_val: Optional[int] = None,
-                       seed: int = 0, *, num_frames: int = DEFAULT_FRAMES, size: int = DEFAULT_SIZE,
-                       workers: int = 2) -> str:
-    """Generate the toy dataset into ``root`` unless its ``train.csv``, ``val.csv`` and ``labels.csv`` exist.
+                       seed: int = 0, *, num_test: Optional[int] = None, num_frames: int = DEFAULT_FRAMES,
+                       size: int = DEFAULT_SIZE, workers: int = 2) -> str:
+    """Generate the toy dataset into ``root`` unless all of its ANNOTATION_FILES exist.
 
-    Call it from one process (rank 0) and make the others wait. If another process finishes the same
-    folder first, its copy is kept. Returns ``root``.
+    A folder from before the test split (no ``test.csv``) is an error, not silently completed: its
+    clips may come from other settings. Call it from one process (rank 0) and make the others wait.
+    If another process finishes the same folder first, its copy is kept. Returns ``root``.
     """
-    if _is_complete(root):
+    if is_complete(root):
         return root
     if os.path.isdir(root) and os.listdir(root):
-        raise FileExistsError(f'toy dataset: {root} exists but lacks {"/".join(ANNOTATION_FILES)}; '
-                              'delete it or point DATA.ROOT elsewhere')
+        missing = [name for name in ANNOTATION_FILES if not os.path.isfile(os.path.join(root, name))]
+        raise FileExistsError(f'toy dataset: {root} exists but lacks {"/".join(missing)}; '
+                              'delete it (it is regenerated) or point DATA.ROOT elsewhere')
     num_train = DEFAULT_NUM_TRAIN if num_train is None else num_train
     num_val = DEFAULT_NUM_VAL if num_val is None else num_val
-    _logger.info('Generating the toy dataset (%d train + %d val clips, %d frames at %dx%d) into %s',
-                 num_train, num_val, num_frames, size, size, root)
+    counts = _split_counts(num_train, num_val, num_test)
+    _logger.info('Generating the toy dataset (%s clips, %d frames at %dx%d) into %s',
+                 ' + '.join(f'{count} {split}' for split, count in counts.items()), num_frames, size, size, root)
     start = time.perf_counter()
     try:
-        generate_toy_dataset(root, num_train, num_val, seed, num_frames, size, workers=workers)
+        generate_toy_dataset(root, num_train, num_val, seed, num_frames, size, workers=workers,
+                             num_test=counts['test'])
     except OSError:
-        if _is_complete(root):  # lost a race against another process generating the same folder
+        if is_complete(root):  # lost a race against another process generating the same folder
             return root
         raise
     _logger.info('Toy dataset ready in %.1f s', time.perf_counter() - start)
@@ -388,7 +407,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--out', required=True, help='output folder (new or empty); use it as DATA.ROOT')
     parser.add_argument('--num-train', type=int, default=DEFAULT_NUM_TRAIN, help='training clips')
-    parser.add_argument('--num-val', type=int, default=DEFAULT_NUM_VAL, help='validation clips')
+    parser.add_argument('--num-val', type=int, default=DEFAULT_NUM_VAL, help='validation clips (choose best.pth)')
+    parser.add_argument('--num-test', type=int, default=None,
+                        help='held-out test clips (the reported figure); default: as many as --num-val')
     parser.add_argument('--seed', type=int, default=0, help='random seed')
     parser.add_argument('--frames', type=int, default=DEFAULT_FRAMES, help='frames per clip')
     parser.add_argument('--size', type=int, default=DEFAULT_SIZE, help='frame width and height (even)')
@@ -399,12 +420,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     logging.basicConfig(level=logging.INFO, format='%(message)s')
     start = time.perf_counter()
     try:
+        counts = _split_counts(args.num_train, args.num_val, args.num_test)
         out = generate_toy_dataset(args.out, args.num_train, args.num_val, args.seed, args.frames, args.size,
-                                   args.fps, args.crf, args.workers)
+                                   args.fps, args.crf, args.workers, num_test=counts['test'])
     except (ValueError, FileExistsError) as err:
         sys.exit(f'error: {err}')
-    print(f'wrote {args.num_train} train + {args.num_val} val clips ({args.frames} frames, {args.size}x{args.size}) '
-          f'to {out} in {time.perf_counter() - start:.1f} s; use DATA.ROOT {out}')
+    print(f'wrote {" + ".join(f"{count} {split}" for split, count in counts.items())} clips ({args.frames} frames, '
+          f'{args.size}x{args.size}) to {out} in {time.perf_counter() - start:.1f} s; use DATA.ROOT {out}')
 
 
 if __name__ == '__main__':

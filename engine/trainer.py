@@ -83,6 +83,10 @@ class Trainer:
         self.mixup = build_mixup(config, dist_info.rank)
         self.criterion = build_criterion(config, self.mixup is not None)
         self.optimizer = build_optimizer(config, model)
+        if config.TRAIN.FINAL_TEST and config.DATA.TEST_FILE and not os.path.isfile(config.DATA.TEST_FILE):
+            # checked now, not after training, when the final test would first read it
+            raise ConfigError(f"DATA.TEST_FILE: {config.DATA.TEST_FILE} does not exist (the final test of best.pth "
+                              "reads it; '' tests on DATA.VAL_FILE)")
         self.accum = max(1, config.TRAIN.ACCUMULATION_STEPS)
         self.updates_per_epoch = len(self.train_loader) // self.accum
         if self.updates_per_epoch < 1:
@@ -366,7 +370,8 @@ class Trainer:
         return {k: result[k] for k in ('acc1', 'acc5', 'mean_class_acc', 'ema_acc1', 'ema_acc5') if k in result}
 
     def final_test(self) -> None:
-        """Test ``best.pth`` with TEST.FINAL_NUM_CLIP x TEST.FINAL_NUM_CROP views and write the results."""
+        """Test ``best.pth`` with TEST.FINAL_NUM_CLIP x TEST.FINAL_NUM_CROP views on DATA.TEST_FILE (VAL_FILE when
+        it is '') and write the results."""
         config = self.config
         best = os.path.join(config.OUTPUT, 'best.pth')
         if os.path.isfile(best):
@@ -375,6 +380,11 @@ class Trainer:
         else:
             logger.warning('no best.pth: the final test uses the current weights')
             source, epoch = 'final weights', config.TRAIN.EPOCHS - 1
+        if config.DATA.TEST_FILE:  # a held-out list: per-epoch validation and the choice of best.pth used VAL_FILE
+            config = config.clone()
+            config.defrost()
+            config.DATA.VAL_FILE = config.DATA.TEST_FILE
+            config.freeze()
         clips, crops = config.TEST.FINAL_NUM_CLIP, config.TEST.FINAL_NUM_CROP
         test_set, test_loader = build_eval_loader(config, self.dist.rank, self.dist.world_size, clips, crops)
         test_and_report(self.eval_model, test_set, test_loader, config, self.device, self.amp_dtype, clips, crops,

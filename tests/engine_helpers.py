@@ -22,7 +22,8 @@ def tiny_opts(data: str, **overrides) -> List[str]:
     """--opts list for a tiny, fast, deterministic run on the toy data in ``data``."""
     opts: Dict[str, object] = {
         'DATA.ROOT': data, 'DATA.TRAIN_FILE': os.path.join(data, 'train.csv'),
-        'DATA.VAL_FILE': os.path.join(data, 'val.csv'), 'DATA.LABEL_LIST': os.path.join(data, 'labels.csv'),
+        'DATA.VAL_FILE': os.path.join(data, 'val.csv'), 'DATA.TEST_FILE': os.path.join(data, 'test.csv'),
+        'DATA.LABEL_LIST': os.path.join(data, 'labels.csv'),
         'DATA.NUM_FRAMES': 4, 'DATA.IMG_SIZE': 32, 'DATA.INPUT_SIZE': 32, 'DATA.NUM_WORKERS': 0,
         'DATA.BATCH_SIZE': 4, 'MODEL.FOCAL.EMBED_DIM': 8, 'MODEL.FOCAL.DEPTHS': '[1,1,1,1]',
         'MODEL.DROP_PATH_RATE': 0.0, 'TRAIN.EPOCHS': 2, 'TRAIN.WARMUP_EPOCHS': 1, 'TRAIN.LR_SCALING': False,

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from datasets.sampling import (FrameSampler, dense_test_indices, dense_train_indices, segment_test_indices,
-                               segment_train_indices)
+from datasets.sampling import (FrameSampler, dense_test_indices, dense_train_indices, segment_multi_clip_indices,
+                               segment_test_indices, segment_train_indices)
 
 
 class ScriptedRng:
@@ -69,11 +69,77 @@ def test_segment_test_centres_match_the_original():
 
 def test_segment_multi_clip_offsets_are_deterministic_and_evenly_spaced():
     sampler = FrameSampler(8, 4, 'segment')
-    clips = sampler.test(100, num_clips=2)
-    # offsets 0.25 and 0.75 of each 12.125-frame segment
-    assert clips.tolist() == [[3, 15, 27, 39, 51, 63, 75, 87], [9, 21, 33, 45, 57, 69, 81, 93]]
+    # K clips use the original's multi-clip segments, 100 // 8 = 12 frames (interval 1), at offsets
+    # floor(12 (k + 0.5) / K): K 2 -> 3, 9; K 4 -> 1, 4, 7, 10
+    assert sampler.test(100, num_clips=2).tolist() == [[3, 15, 27, 39, 51, 63, 75, 87], [9, 21, 33, 45, 57, 69, 81, 93]]
+    assert sampler.test(100, num_clips=4)[:, 0].tolist() == [1, 4, 7, 10]
+    assert (np.diff(sampler.test(100, num_clips=4), axis=1) == 12).all()
+    # 20 // 8 = 2 frames per segment, 3 clips: offsets floor(2/6), floor(6/6), floor(10/6) = 0, 1, 1
+    assert sampler.test(20, num_clips=3)[:, :3].tolist() == [[0, 2, 4], [1, 3, 5], [1, 3, 5]]
     assert (sampler.test(100, 1) == segment_test_indices(100, 8, 4)).all()
     assert (sampler.test(100, 4) == sampler.test(100, 4)).all()
+    # N < T: the original's draw is the deterministic around(i * N / T), the same for every clip
+    assert sampler.test(5, 3).tolist() == [[0, 1, 1, 2, 2, 3, 4, 4]] * 3
+    with pytest.raises(ValueError, match='clip index'):
+        segment_multi_clip_indices(100, 8, clip=2, num_clips=2)
+
+
+def _original_single_view(n, t, interval):
+    """Spec 3.3, single-view test: int(i * seg + seg / 2) with seg = (N - I + 1) / T; zeros if N <= I - 1."""
+    if n <= interval - 1:
+        return [0] * t
+    seg = (n - interval + 1) / t
+    return [int(i * seg + seg / 2) % n for i in range(t)]
+
+
+def _original_multi_clip_range(n, t):
+    """Spec 3.3, multi-clip test: the (low, high) each index of a train-mode draw with I = 1 can take."""
+    seg = n // t
+    if seg > 0:
+        return [(i * seg, i * seg + seg - 1) for i in range(t)]
+    index = np.around(np.arange(t) * (n / t)).astype(int)  # N < T: no random choice (and N > max(T, 1) fails)
+    return [(int(v), int(v)) for v in index]
+
+
+@pytest.mark.parametrize('num_frames,interval', [(8, 4), (8, 1), (8, 2), (16, 4), (4, 3)])
+def test_multi_clip_grid_stays_in_the_originals_ranges(num_frames, interval):
+    sampler = FrameSampler(num_frames, interval, 'segment')
+    for n in range(8, 401):
+        low, high = np.array(_original_multi_clip_range(n, num_frames)).T
+        seg = n // num_frames
+        for num_clips in (1, 2, 3, 4):
+            clips = sampler.test(n, num_clips)
+            assert clips.shape == (num_clips, num_frames) and clips.dtype == np.int64
+            if num_clips == 1:  # the original's single view, unchanged
+                assert clips[0].tolist() == _original_single_view(n, num_frames, interval), n
+                continue
+            assert ((low <= clips) & (clips <= high)).all(), (n, num_clips)
+            if seg > 0:
+                # clip k holds the frame under the point (k + 0.5) / K of every segment, in exact integers:
+                # offset <= seg (2k + 1) / 2K < offset + 1
+                offset, point = (clips - low) * 2 * num_clips, seg * (2 * np.arange(num_clips)[:, None] + 1)
+                assert ((offset <= point) & (point < offset + 2 * num_clips)).all(), (n, num_clips)
+            if seg >= num_clips:  # segments long enough: K different, ordered offsets
+                assert (np.diff(clips[:, 0]) > 0).all()
+
+
+def test_multi_clip_ranges_are_those_of_the_originals_draws():
+    """The ranges the grid test uses are exactly what the original's rule draws (interval 1, many draws)."""
+    rng = np.random.default_rng(0)
+    for n in (8, 9, 15, 31, 100, 203):
+        draws = np.stack([segment_train_indices(n, 8, 1, rng) for _ in range(400)])
+        assert [(int(lo), int(hi)) for lo, hi in zip(draws.min(0), draws.max(0))] == \
+            _original_multi_clip_range(n, 8)
+    # N < T (16 frames from a 9-frame video): every draw is the same
+    assert (segment_train_indices(9, 16, 1, rng) == segment_multi_clip_indices(9, 16, 0, 2)).all()
+
+
+def test_multi_clip_grid_ignores_the_interval():
+    # the original drew its K clips with interval 1 whatever FRAME_INTERVAL was
+    for n in (8, 11, 37, 100, 257):
+        first = FrameSampler(8, 1, 'segment').test(n, 4)
+        for interval in (2, 4, 8):
+            assert (FrameSampler(8, interval, 'segment').test(n, 4) == first).all()
 
 
 def test_random_test_clips_are_the_original_train_draws_with_interval_one():

@@ -65,45 +65,31 @@ def test_toy_data_is_generated_by_rank_0_when_missing(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the config's data/toy/*.csv are relative: none of them exist here
     calls = []
     monkeypatch.setattr(main, 'ensure_toy_dataset', lambda root: calls.append(root))
-    config = load_config(TOY_CFG, ['DATA.ROOT', str(tmp_path / 'toy')])
+    config = load_config(TOY_CFG)
     main.prepare_toy_data(config, main.du.DistInfo())
-    assert calls == [str(tmp_path / 'toy')]
-    os.makedirs(tmp_path / 'toy')
-    (tmp_path / 'toy' / 'train.csv').write_text('')
+    assert calls == ['data/toy']
+    os.makedirs(tmp_path / 'data' / 'toy')
+    (tmp_path / 'data' / 'toy' / 'train.csv').write_text('')
+    main.prepare_toy_data(config, main.du.DistInfo())  # a folder from before test.csv: ensure_toy_dataset says so
+    assert len(calls) == 2
+    for name in ('val.csv', 'test.csv', 'labels.csv'):
+        (tmp_path / 'data' / 'toy' / name).write_text('')
     main.prepare_toy_data(config, main.du.DistInfo())
     main.prepare_toy_data(load_config(TOY_CFG, ['DATA.DATASET', 'kinetics400']), main.du.DistInfo())
-    assert len(calls) == 1
+    assert len(calls) == 2
 
 
-def test_throughput_mode(tmp_path, caplog):
-    import logging
-    data = make_tiny_data(str(tmp_path / 'data'), num_train=2, num_val=1)
-    with caplog.at_level(logging.INFO):
-        assert main.main(['--cfg', TOY_CFG, '--throughput', '--output', str(tmp_path / 'out'),
-                          '--opts', *tiny_opts(data)]) == 0
-    assert any('throughput:' in r.getMessage() and 'clips/s' in r.getMessage() for r in caplog.records)
-
-
-def test_signal_during_validation_stops_after_the_epoch_save(tmp_path, monkeypatch):
-    """SIGTERM while validating: the epoch's last.pth is written, then the run exits 0 instead of doing one
-    more update of the next epoch (or, in the last epoch, ignoring the signal)."""
-    data = make_tiny_data(str(tmp_path / 'data'), num_train=8, num_val=2)
-    validate = main.Trainer.validate
-
-    def validate_then_signal(self, epoch):
-        result = validate(self, epoch)
-        os.kill(os.getpid(), signal.SIGTERM)   # caught by the trainer's handler: only a flag
-        return result
-
-    monkeypatch.setattr(main.Trainer, 'validate', validate_then_signal)
-    out = tmp_path / 'out'
-    assert main.main(['--cfg', TOY_CFG, '--output', str(out), '--tag', 't',
-                      '--opts', *tiny_opts(data, TRAIN__EPOCHS=3)]) == 0
-    folder = out / 'toy' / 'video-focalnet_toy' / 't'
-    last = torch.load(folder / 'last.pth', weights_only=True)
-    assert (last['epoch'], last['epoch_step']) == (0, 0)
-    assert len((folder / 'metrics.jsonl').read_text().splitlines()) == 1
-    assert not (folder / 'eval_results.json').exists()
+def test_an_old_toy_folder_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    """data/toy from before the test split (no test.csv): exit 2 naming the folder, nothing overwritten."""
+    monkeypatch.chdir(tmp_path)
+    toy = tmp_path / 'data' / 'toy'
+    toy.mkdir(parents=True)
+    for name in ('train.csv', 'val.csv', 'labels.csv'):
+        (toy / name).write_text('old\n')
+    assert main.main(['--cfg', TOY_CFG, '--output', str(tmp_path / 'out')]) == 2
+    err = capsys.readouterr().err
+    assert 'lacks test.csv' in err and 'Traceback' not in err, err
+    assert (toy / 'train.csv').read_text() == 'old\n'
 
 
 def test_toy_data_is_generated_only_for_missing_toy_files(tmp_path):
@@ -111,9 +97,11 @@ def test_toy_data_is_generated_only_for_missing_toy_files(tmp_path):
     (issue 12)."""
     root = str(tmp_path / 'toy')
     own = ['DATA.ROOT', root, 'DATA.TRAIN_FILE', os.path.join(root, 'train.csv'),
-           'DATA.VAL_FILE', os.path.join(root, 'val.csv')]
-    assert main.missing_toy_files(load_config(TOY_CFG, own)) == [os.path.join(root, 'train.csv'),
-                                                                  os.path.join(root, 'val.csv')]
+           'DATA.VAL_FILE', os.path.join(root, 'val.csv'), 'DATA.TEST_FILE', os.path.join(root, 'test.csv')]
+    assert main.missing_toy_files(load_config(TOY_CFG, own)) == [os.path.join(root, name)
+                                                                  for name in ('train.csv', 'val.csv', 'test.csv')]
+    assert main.missing_toy_files(load_config(TOY_CFG, own + ['TRAIN.FINAL_TEST', 'False'])) == [
+        os.path.join(root, 'train.csv'), os.path.join(root, 'val.csv')]
     assert main.missing_toy_files(load_config(TOY_CFG, own, eval=True)) == [os.path.join(root, 'val.csv')]
     other = tmp_path / 'videos'
     other.mkdir()
@@ -121,5 +109,8 @@ def test_toy_data_is_generated_only_for_missing_toy_files(tmp_path):
     elsewhere = ['DATA.ROOT', str(other), 'DATA.TRAIN_FILE', str(other / 'val.csv'),
                  'DATA.VAL_FILE', str(other / 'val.csv')]
     assert main.missing_toy_files(load_config(TOY_CFG, elsewhere, eval=True)) == []  # VAL_FILE exists
-    assert main.missing_toy_files(load_config(TOY_CFG, elsewhere)) == []
+    assert main.missing_toy_files(load_config(TOY_CFG, elsewhere)) == []  # TEST_FILE data/toy/test.csv: not in ROOT
+    missing_elsewhere = own[:2] + own[-2:] + ['DATA.TRAIN_FILE', str(other / 'train.csv'),
+                                              'DATA.VAL_FILE', str(other / 'val.csv')]
+    assert main.missing_toy_files(load_config(TOY_CFG, missing_elsewhere)) == [os.path.join(root, 'test.csv')]
     assert main.missing_toy_files(load_config(TOY_CFG, own + ['DATA.DATASET', 'kinetics400'])) == []

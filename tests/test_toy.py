@@ -1,5 +1,8 @@
-"""The toy dataset: decodable H.264 files, well-formed CSVs, determinism, and classes that need frame order."""
+"""The toy dataset: decodable H.264 files, well-formed CSVs, three disjoint balanced splits, determinism, and
+classes that need frame order."""
 import csv
+import hashlib
+import json
 import os
 from collections import Counter
 
@@ -10,7 +13,8 @@ import pytest
 from datasets.toy import (CLASS_NAMES, ensure_toy_dataset, generate_toy_dataset, render_clip, reverse_params,
                           sample_clip_params)
 
-SMALL = dict(num_train=16, num_val=8, seed=3, num_frames=16, size=48)
+SMALL = dict(num_train=16, num_val=8, num_test=12, seed=3, num_frames=16, size=48)
+SPLIT_SIZES = (('train', 16), ('val', 8), ('test', 12))
 
 
 def _decode(path, format='rgb24'):
@@ -46,7 +50,7 @@ def test_reversal_pairs_render_exactly_reversed():
 def test_files_decode_and_csvs_are_well_formed(toy_root):
     assert _read_csv(os.path.join(toy_root, 'labels.csv')) == \
         [['id', 'name']] + [[str(i), name] for i, name in enumerate(CLASS_NAMES)]
-    for split, count in (('train', SMALL['num_train']), ('val', SMALL['num_val'])):
+    for split, count in SPLIT_SIZES:
         rows = _read_csv(os.path.join(toy_root, f'{split}.csv'))
         assert len(rows) == count and all(len(row) == 2 for row in rows)
         labels = Counter(int(label) for _, label in rows)
@@ -73,14 +77,45 @@ def test_encoding_preserves_the_rendered_clip(toy_root):
 def test_deterministic_for_a_seed(toy_root, tmp_path):
     # One worker instead of two: the output must not depend on how the clips are spread over processes.
     again = generate_toy_dataset(str(tmp_path / 'b'), workers=1, **SMALL)
-    for name in ('train.csv', 'val.csv', 'labels.csv'):
+    for name in ('train.csv', 'val.csv', 'test.csv', 'labels.csv'):
         assert _read_csv(os.path.join(toy_root, name)) == _read_csv(os.path.join(again, name))
-    for rel_path, _ in _read_csv(os.path.join(toy_root, 'val.csv')):
+    for rel_path, _ in _read_csv(os.path.join(toy_root, 'val.csv')) + _read_csv(os.path.join(toy_root, 'test.csv')):
         # Compare the decoded YUV planes themselves (no colour conversion involved).
         first, second = (_decode(os.path.join(root, rel_path), format='yuv420p') for root in (toy_root, again))
         assert np.array_equal(first, second)
     other = sample_clip_params(np.random.default_rng([4, 0, 0, 0]), 0, 16, 48)
     assert other != sample_clip_params(np.random.default_rng([3, 0, 0, 0]), 0, 16, 48)
+
+
+def test_splits_are_disjoint_and_keep_their_streams(toy_root, tmp_path):
+    """No clip is in two splits; adding the test split left the train and val clips as they were."""
+    digests = {}
+    for split, _ in SPLIT_SIZES:
+        for rel_path, _ in _read_csv(os.path.join(toy_root, f'{split}.csv')):
+            with open(os.path.join(toy_root, rel_path), 'rb') as f:
+                digests.setdefault(hashlib.sha256(f.read()).hexdigest(), []).append(rel_path)
+    assert len(digests) == sum(count for _, count in SPLIT_SIZES), [p for p in digests.values() if len(p) > 1]
+    # Each split's clips come from its own seeds: (seed, split number, 0, index); val and test clip 0 differ.
+    val_0, test_0 = (sample_clip_params(np.random.default_rng([SMALL['seed'], number, 0, 0]), 0, 16, 48)
+                     for number in (1, 2))
+    assert val_0 != test_0
+    # Another test-split size changes neither train nor val.
+    other = generate_toy_dataset(str(tmp_path / 'c'), workers=2, **dict(SMALL, num_test=3))
+    for name in ('train.csv', 'val.csv'):
+        assert _read_csv(os.path.join(toy_root, name)) == _read_csv(os.path.join(other, name))
+    assert len(_read_csv(os.path.join(other, 'test.csv'))) == 3
+    rel_path = _read_csv(os.path.join(toy_root, 'val.csv'))[0][0]
+    assert np.array_equal(*(_decode(os.path.join(root, rel_path), 'yuv420p') for root in (toy_root, other)))
+    with open(os.path.join(toy_root, 'toy_meta.json')) as f:
+        meta = json.load(f)
+    assert (meta['num_train'], meta['num_val'], meta['num_test']) == (16, 8, 12)
+
+
+def test_test_split_defaults_to_the_validation_size(tmp_path):
+    root = generate_toy_dataset(str(tmp_path / 'd'), num_train=2, num_val=3, num_frames=2, size=16, workers=1)
+    assert len(_read_csv(os.path.join(root, 'test.csv'))) == 3
+    with pytest.raises(ValueError, match="'test': 0"):
+        generate_toy_dataset(str(tmp_path / 'e'), num_train=2, num_val=3, num_test=0)
 
 
 def _pooled(clip, block=2):
@@ -170,9 +205,14 @@ def test_ensure_toy_dataset_generates_once(tmp_path):
     ensure_toy_dataset(root, num_train=8, num_val=8, num_frames=4, size=16, workers=1)
     assert os.path.getmtime(os.path.join(root, 'train.csv')) == stamp
     assert len(_read_csv(os.path.join(root, 'val.csv'))) == 8
+    assert len(_read_csv(os.path.join(root, 'test.csv'))) == 8  # as many as val by default
     os.makedirs(tmp_path / 'busy')
     (tmp_path / 'busy' / 'notes.txt').write_text('not a dataset')
-    with pytest.raises(FileExistsError, match='lacks train.csv'):
+    with pytest.raises(FileExistsError, match='lacks train.csv/val.csv/test.csv/labels.csv'):
         ensure_toy_dataset(str(tmp_path / 'busy'))
+    # a folder made before the test split existed: named, not silently completed
+    os.remove(os.path.join(root, 'test.csv'))
+    with pytest.raises(FileExistsError, match='lacks test.csv;'):
+        ensure_toy_dataset(root, num_train=8, num_val=8, num_frames=4, size=16, workers=1)
     with pytest.raises(ValueError, match='even'):
         generate_toy_dataset(str(tmp_path / 'odd'), size=47)
