@@ -1,7 +1,7 @@
 """The paper's design-space study in miniature: every ``MODEL.FOCAL.DESIGN`` trained on the toy data.
 
-    python -m benchmarks.design_space --prepare-toy data/toy_designs   # once: train/val + a held-out test.csv
-    python -m benchmarks.design_space --data data/toy_designs           # every design, one after the other
+    python -m benchmarks.design_space --prepare-toy data/toy   # once, unless the main command made it already
+    python -m benchmarks.design_space --data data/toy          # every design, one after the other (--jobs N: N at once)
 
 Each design is trained by the project's own command line (``main.py --cfg configs/toy/video-focalnet_toy.yaml``,
 run as a subprocess) with one recipe and one seed, changing only ``MODEL.FOCAL.DESIGN``; ``MODEL.TUBELET_SIZE 1``
@@ -13,8 +13,8 @@ and backwards), so a model that does not order frames can tell the pair but not 
 about 50% top-1, chance being 12.5%.
 
 The data folder must hold ``train.csv``, ``val.csv``, ``test.csv`` and ``labels.csv`` (paths relative to the
-folder). ``--prepare-toy DIR`` writes such a folder with ``datasets.toy``: the toy set of seed 0 (train, val)
-plus the validation videos of a second toy set (seed 1, under ``DIR/heldout``) as ``test.csv``.
+folder). The main command's toy data (``data/toy``, written by ``python main.py --cfg configs/toy/video-focalnet_toy.yaml``
+or ``--prepare-toy DIR``, i.e. ``datasets.toy``) is such a folder: ``test.csv`` is its held-out split.
 
 Printed: one line per design while running, then a Markdown table (design, parameters, GMACs of one view as
 ``tools.flops`` counts them, test top-1 4x3, training wall time including the per-epoch validation).
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import csv
 import glob
 import json
 import os
@@ -40,22 +39,12 @@ TOY_CONFIG = os.path.join(REPO, 'configs', 'toy', 'video-focalnet_toy.yaml')
 SPLIT_FILES = ('train.csv', 'val.csv', 'test.csv', 'labels.csv')
 
 
-def prepare_toy(out_dir: str, seed: int = 0, heldout_seed: int = 1) -> None:
-    """Toy train/val of ``seed`` in ``out_dir`` and, as ``test.csv``, the val videos of a toy set of
-    ``heldout_seed`` generated into ``out_dir/heldout`` (paths rewritten relative to ``out_dir``)."""
-    from datasets.toy import generate_toy_dataset
+def prepare_toy(out_dir: str, seed: int = 0) -> None:
+    """The toy dataset of ``seed`` (train, val and the held-out test split) in ``out_dir``."""
+    from datasets.toy import ensure_toy_dataset
 
-    generate_toy_dataset(out_dir, seed=seed)
-    # the held-out set's own train split is not used (one clip, the generator's minimum)
-    heldout = generate_toy_dataset(os.path.join(out_dir, 'heldout'), num_train=1, seed=heldout_seed)
-    with open(os.path.join(heldout, 'val.csv'), newline='') as f:
-        rows = [[os.path.join('heldout', row[0])] + row[1:] for row in csv.reader(f)]
-    tmp = os.path.join(out_dir, 'test.csv.tmp')
-    with open(tmp, 'w', newline='') as f:
-        csv.writer(f, lineterminator='\n').writerows(rows)
-    os.replace(tmp, os.path.join(out_dir, 'test.csv'))
-    print(f'toy data: {out_dir} (seed {seed}: train.csv, val.csv), test.csv = val videos of seed {heldout_seed} '
-          f'({len(rows)} clips)')
+    ensure_toy_dataset(out_dir, seed=seed)
+    print(f'toy data: {out_dir} (seed {seed}: train.csv, val.csv, test.csv, labels.csv)')
 
 
 def check_data(data: str) -> None:
