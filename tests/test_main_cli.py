@@ -2,12 +2,14 @@
 only when given, user errors as one line, toy-data preparation and --throughput."""
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 import torch
 
 import main
-from engine_helpers import TOY_CFG, make_tiny_data, tiny_opts
+from engine_helpers import REPO, TOY_CFG, env, make_tiny_data, tiny_opts
 from engine.config import get_config, load_config
 
 
@@ -79,17 +81,50 @@ def test_toy_data_is_generated_by_rank_0_when_missing(tmp_path, monkeypatch):
     assert len(calls) == 2
 
 
-def test_an_old_toy_folder_is_a_one_line_error(tmp_path, monkeypatch, capsys):
-    """data/toy from before the test split (no test.csv): exit 2 naming the folder, nothing overwritten."""
-    monkeypatch.chdir(tmp_path)
+def test_an_old_toy_folder_is_a_one_line_error(tmp_path):
+    """data/toy from before the test split (no test.csv): exit 2 naming the folder, nothing overwritten.
+
+    A subprocess: main() sets up logging on the console it is given, and a captured one closes after the test."""
     toy = tmp_path / 'data' / 'toy'
     toy.mkdir(parents=True)
     for name in ('train.csv', 'val.csv', 'labels.csv'):
         (toy / name).write_text('old\n')
-    assert main.main(['--cfg', TOY_CFG, '--output', str(tmp_path / 'out')]) == 2
-    err = capsys.readouterr().err
-    assert 'lacks test.csv' in err and 'Traceback' not in err, err
+    proc = subprocess.run([sys.executable, os.path.join(REPO, 'main.py'), '--cfg', TOY_CFG, '--output',
+                           str(tmp_path / 'out')], cwd=str(tmp_path),
+                          env=env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and 'lacks test.csv' in proc.stderr and 'Traceback' not in proc.stderr, proc.stderr
     assert (toy / 'train.csv').read_text() == 'old\n'
+
+
+def test_throughput_mode(tmp_path, caplog):
+    import logging
+    data = make_tiny_data(str(tmp_path / 'data'), num_train=2, num_val=1)
+    with caplog.at_level(logging.INFO):
+        assert main.main(['--cfg', TOY_CFG, '--throughput', '--output', str(tmp_path / 'out'),
+                          '--opts', *tiny_opts(data)]) == 0
+    assert any('throughput:' in r.getMessage() and 'clips/s' in r.getMessage() for r in caplog.records)
+
+
+def test_signal_during_validation_stops_after_the_epoch_save(tmp_path, monkeypatch):
+    """SIGTERM while validating: the epoch's last.pth is written, then the run exits 0 instead of doing one
+    more update of the next epoch (or, in the last epoch, ignoring the signal)."""
+    data = make_tiny_data(str(tmp_path / 'data'), num_train=8, num_val=2)
+    validate = main.Trainer.validate
+
+    def validate_then_signal(self, epoch):
+        result = validate(self, epoch)
+        os.kill(os.getpid(), signal.SIGTERM)   # caught by the trainer's handler: only a flag
+        return result
+
+    monkeypatch.setattr(main.Trainer, 'validate', validate_then_signal)
+    out = tmp_path / 'out'
+    assert main.main(['--cfg', TOY_CFG, '--output', str(out), '--tag', 't',
+                      '--opts', *tiny_opts(data, TRAIN__EPOCHS=3)]) == 0
+    folder = out / 'toy' / 'video-focalnet_toy' / 't'
+    last = torch.load(folder / 'last.pth', weights_only=True)
+    assert (last['epoch'], last['epoch_step']) == (0, 0)
+    assert len((folder / 'metrics.jsonl').read_text().splitlines()) == 1
+    assert not (folder / 'eval_results.json').exists()
 
 
 def test_toy_data_is_generated_only_for_missing_toy_files(tmp_path):
