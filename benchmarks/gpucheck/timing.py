@@ -17,9 +17,11 @@ import contextlib
 import gc
 import statistics
 import time
-from typing import Callable, Dict, Iterator
+from typing import Callable, Dict
 
 import torch
+
+from benchmarks.model import PeakMemory
 
 AMP_DTYPES = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 
@@ -64,37 +66,12 @@ def time_interleaved(fns: Dict[str, Callable[[], None]], device: torch.device, w
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def _status_kb(field: str) -> int:
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(field + ':'):
-                return int(line.split()[1])
-    raise RuntimeError(f'{field} missing from /proc/self/status')
-
-
-@contextlib.contextmanager
-def _cpu_peak(result: Dict[str, int]) -> Iterator[None]:
-    with open('/proc/self/clear_refs', 'w') as f:
-        f.write('5')  # resets VmHWM to the current resident size
-    start = _status_kb('VmRSS') * 1024
-    yield
-    result['peak'] = max(0, _status_kb('VmHWM') * 1024 - start)
-
-
 def peak_memory(fn: Callable[[], None], device: torch.device) -> int:
-    """Bytes of peak memory that one call of ``fn`` adds to what was allocated before it."""
-    gc.collect()
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        start = torch.cuda.memory_allocated(device)
+    """Bytes of peak memory that one call of ``fn`` adds to what was allocated before it (the CPU model
+    benchmark's ``PeakMemory``, one rule for both benchmarks)."""
+    with PeakMemory(device) as memory:
         fn()
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - start
-    result: Dict[str, int] = {}
-    with _cpu_peak(result):
-        fn()
-    return result['peak']
+    return max(0, memory.peak)
 
 
 def free_memory(device: torch.device) -> None:
