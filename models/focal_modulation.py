@@ -20,6 +20,7 @@ kernels of the released temporal branch) or depthwise 3-D kernels (``JointFocalM
 """
 from __future__ import annotations
 
+import abc
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -134,7 +135,7 @@ class SpatioTemporalFocalModulation(nn.Module):
         return f'dim={self.dim}, kernel_sizes={self.kernel_sizes}'
 
 
-class FocalModulation(nn.Module):
+class FocalModulation(nn.Module, abc.ABC):
     """One focal modulation: ``proj(q * h(sum_l gate_l * ctx_l + gate_L * global ctx))`` (FocalNet's).
 
     Subclasses choose the context aggregation (``_context_conv``: the convolution of one focal level,
@@ -165,8 +166,9 @@ class FocalModulation(nn.Module):
         self.ln: Optional[nn.LayerNorm] = nn.LayerNorm(dim) if use_postln_in_modulation else None
 
     @staticmethod
+    @abc.abstractmethod
     def _context_conv(dim: int, kernel_size: int) -> nn.Module:
-        raise NotImplementedError
+        """The convolution of one focal level (each design's own); abstract, so the base cannot be built."""
 
     @staticmethod
     def _pointwise(dim: int) -> nn.Module:
