@@ -12,6 +12,15 @@ The original's command line keeps working (``python -m torch.distributed.launch 
 checkpoint (no train loader, no ImageNet file); auto-resume never replaces ``--resume`` and never applies to
 ``--eval`` (``engine/resume.py``). Exit codes: 0 done (also after a preemption save), 2 a user error (one
 line, no traceback), 3 a non-finite loss, 4 too many unreadable videos.
+
+The start, in order: the config (``--cfg`` also finds the original's ``video_focalnet_*.yaml`` spelling, and
+suggests the closest configs for a wrong path); every file the mode reads (``engine/preflight.py``: lists,
+label list, the videos' folder, ``--resume``, the ImageNet file), each problem one line, before a model is
+built or anything is logged; then a short summary on the console (the full config and the environment go to
+the log file). Nothing is written into the run folder (config.yaml, environment.json, the log) before the
+checkpoints are loaded and the loaders built (``start_run``), so a failed start leaves a finished run as it was.
+``--eval`` writes into ``<run folder>/eval/<checkpoint stem>_<clips>x<crops>/`` (``engine.config.eval_output_dir``)
+and ``--throughput`` writes nothing: no mode replaces a file another mode wrote.
 """
 from __future__ import annotations
 
@@ -114,14 +123,16 @@ def log_run_summary(config: Any, dist_info: du.DistInfo, env: dict) -> None:
     model = config.MODEL.NAME or config.MODEL.TYPE
     if config.EVAL_MODE:
         logger.info(f'evaluating {config.MODEL.RESUME} ({model}) on {config.DATA.VAL_FILE} with '
-                    f'{config.TEST.NUM_CLIP} clips x {config.TEST.NUM_CROP} crops; results to {config.OUTPUT}')
+                    f'{config.TEST.NUM_CLIP} clips x {config.TEST.NUM_CROP} crops, device {dist_info.device} x '
+                    f'{dist_info.world_size} process(es); results to {config.OUTPUT}')
         return
     accum = max(1, config.TRAIN.ACCUMULATION_STEPS)
     start = config.MODEL.RESUME or (config.TRAIN.PRETRAINED_PATH and f'weights of {config.TRAIN.PRETRAINED_PATH}') \
         or 'scratch'
     logger.info(f'training {model} on {config.DATA.DATASET} from {start}: {config.TRAIN.EPOCHS} epochs, batch '
                 f'{config.DATA.BATCH_SIZE} x {dist_info.world_size} process(es) x {accum} accumulation step(s), '
-                f'base LR {config.TRAIN.BASE_LR:g} ({config.TRAIN.OPTIMIZER.NAME}, {config.TRAIN.LR_SCHEDULER.NAME}); '
+                f'base LR {config.TRAIN.BASE_LR:g} ({config.TRAIN.OPTIMIZER.NAME}, {config.TRAIN.LR_SCHEDULER.NAME}), '
+                f'device {dist_info.device}; '
                 f'output {config.OUTPUT} (full config in config.yaml there)')
 
 

@@ -5,7 +5,7 @@ model). ``check_run_files`` looks at the files the mode reads, in the order a us
 
 * ``--eval`` needs its checkpoint (``--resume``); a training run's explicit ``--resume`` too;
 * the annotation lists the mode reads (``DATA.TRAIN_FILE`` / ``VAL_FILE`` / ``TEST_FILE``, see
-  ``engine.data_summary.lists_read``) and ``DATA.LABEL_LIST``;
+  ``engine.data_summary.lists_read``) and, for training, ``DATA.LABEL_LIST`` (``--eval`` goes without names);
 * the videos: a list none of whose first 20 videos exists (a wrong ``DATA.ROOT``);
 * training without a checkpoint to resume: ``TRAIN.PRETRAINED_PATH`` (the ImageNet start).
 
@@ -151,7 +151,8 @@ def run_file_problems(config: Any, generated: Iterable[str] = ()) -> List[str]:
                         or _unloadable_checkpoint('--resume', resume, purpose))
     lists = [(key, path) for key, path in lists_read(config) if os.path.abspath(path) not in skip]
     problems += [_missing_list(key, path, config.DATA.ROOT) for key, path in lists]
-    if os.path.abspath(config.DATA.LABEL_LIST or '.') not in skip:
+    if not config.EVAL_MODE and os.path.abspath(config.DATA.LABEL_LIST or '.') not in skip:
+        # training stores the names with its results; --eval does without (predictions.csv gets class ids)
         problems.append(_missing_label_list(config.DATA.LABEL_LIST))
     if not any(problems):  # the lists are there: do they name videos that are?
         problems.append(_missing_videos(config, lists))
