@@ -185,8 +185,8 @@ def test_an_unknown_config_gets_did_you_mean_with_the_closest_files():
 def test_eval_writes_into_its_own_folder_of_the_run():
     """--eval's OUTPUT: <run folder>/eval/<checkpoint stem>_<clips>x<crops>, the run folder being the
     checkpoint's when it is a run folder and no output was chosen, else the one the flags name."""
-    c = load_config(None, ['TEST.NUM_CLIP', '4', 'TEST.NUM_CROP', '3'], eval=True, resume='ckpts/video-focalnet_k400.pth',
-                    output='runs', tag='t')
+    c = load_config(None, ['TEST.NUM_CLIP', '4', 'TEST.NUM_CROP', '3'], eval=True,
+                    resume='ckpts/video-focalnet_k400.pth', output='runs', tag='t')
     assert c.OUTPUT == os.path.join('runs', c.DATA.DATASET, c.MODEL.NAME or c.MODEL.TYPE, 't', 'eval',
                                     'video-focalnet_k400_4x3')
     assert load_config(None, resume='x.pth').OUTPUT == load_config(None).OUTPUT  # training: the run folder
