@@ -25,6 +25,7 @@ from datasets.annotations import join_root, parse_annotation_lines
 from engine.config import ConfigError
 from engine.data_summary import lists_read
 from engine.defaults import _C
+from engine.resume import _EPOCH_CHECKPOINT, _loadable_checkpoint  # auto-resume's file names and structure check
 
 ORIGINAL_REPO = 'https://github.com/TalalWasim/Video-FocalNets'
 FOCALNET_REPO = 'https://github.com/microsoft/FocalNet'
@@ -58,7 +59,6 @@ def _missing_checkpoint(key: str, path: str, purpose: str) -> Optional[str]:
 
 
 def _unloadable_checkpoint(key: str, path: str, purpose: str) -> Optional[str]:
-    from engine.resume import _loadable_checkpoint  # the same structure check as auto-resume (memory-mapped)
     problem = _loadable_checkpoint(path)
     if problem is None:
         return None
@@ -165,7 +165,7 @@ def _will_auto_resume(config: Any) -> bool:
     """Whether training continues from the run folder's own checkpoints (then the ImageNet file is not read)."""
     if not config.TRAIN.AUTO_RESUME or not os.path.isdir(config.OUTPUT):
         return False
-    return any(name == 'last.pth' or re.fullmatch(r'ckpt_epoch_\d+\.pth', name) for name in os.listdir(config.OUTPUT))
+    return any(name == 'last.pth' or _EPOCH_CHECKPOINT.fullmatch(name) for name in os.listdir(config.OUTPUT))
 
 
 def check_run_files(config: Any, generated: Iterable[str] = ()) -> None:
