@@ -131,6 +131,17 @@ def test_files_to_be_generated_are_not_looked_for(tmp_path, monkeypatch):
     config = load_config(TOY_CFG)
     assert len(run_file_problems(config)) == 4
     assert run_file_problems(config, generated=main.files_to_generate(config)) == []
+    assert run_file_problems(load_config(TOY_CFG, throughput=True)) == []  # --throughput reads no file
+
+
+def test_only_the_first_process_prints_the_error(monkeypatch, capsys):
+    """Under torchrun every process finds the same problem; one line on the terminal, not one per GPU."""
+    monkeypatch.setenv('RANK', '1')
+    assert main.main(['--cfg', 'configs/no/such.yaml']) == 2
+    assert capsys.readouterr().err == ''
+    monkeypatch.setenv('RANK', '0')
+    assert main.main(['--cfg', 'configs/no/such.yaml']) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
 # ------------------------------------------------------------------------------ nothing lost, nothing overwritten
