@@ -53,8 +53,8 @@ def _missing_checkpoint(key: str, path: str, purpose: str) -> Optional[str]:
     if os.path.isdir(path):
         problem = f'{key} {path} ({purpose}): {os.path.abspath(path)} is a folder, expected a checkpoint file'
     if _PUBLISHED.search(os.path.basename(path)):
-        return (f'{problem}; this is a published Video-FocalNet checkpoint: download it from the model zoo of '
-                f'{ORIGINAL_REPO} (README, "Model Zoo") and pass the path of the downloaded file')
+        return (f'{problem}; this is a published Video-FocalNet checkpoint: download it from the model zoo in the '
+                f'README of {ORIGINAL_REPO} (links to the weights) and pass the path of the downloaded file')
     return f'{problem}; check the path (a training run keeps last.pth and best.pth in its output folder)'
 
 
@@ -72,8 +72,8 @@ def _missing_pretrained(path: str) -> Optional[str]:
     start = "or pass --pretrained '' to train from scratch (random initialisation)"
     if _PUBLISHED.search(os.path.basename(path)):
         return (f'TRAIN.PRETRAINED_PATH {path} (the weights training starts from): not found at {where}; this is a '
-                f'published Video-FocalNet checkpoint: download it from the model zoo of {ORIGINAL_REPO} (README), '
-                f'{start}')
+                f'published Video-FocalNet checkpoint: download it from the model zoo in the README of '
+                f'{ORIGINAL_REPO}, {start}')
     name = os.path.basename(path) if _IMAGENET.search(os.path.basename(path)) else 'focalnet_{tiny,small,base}_srf.pth'
     return (f'TRAIN.PRETRAINED_PATH {path} (the ImageNet-1k FocalNet-SRF weights training starts from): not found at '
             f'{where}; download {name} from the ImageNet-1K models of {FOCALNET_REPO} (README, release v1.0.0) to that '
