@@ -117,10 +117,16 @@ def files_to_generate(config: Any) -> List[str]:
 
 
 def log_run_summary(config: Any, dist_info: du.DistInfo, env: dict) -> None:
-    """The console's few lines about the run; the full config and the environment go to the log file only."""
-    logger.info('environment: ' + ', '.join(f'{k} {v}' for k, v in env.items()), extra=FILE_ONLY)
+    """The console's few lines about the run; the full config and the environment go to the log file only
+    (except for --throughput, which writes no file: its figure is only as good as the environment beside it)."""
+    logger.info('environment: ' + ', '.join(f'{k} {v}' for k, v in env.items()),
+                extra=None if config.THROUGHPUT_MODE else FILE_ONLY)
     logger.info(f'config:\n{config_to_yaml(config)}', extra=FILE_ONLY)
     model = config.MODEL.NAME or config.MODEL.TYPE
+    if config.THROUGHPUT_MODE:
+        logger.info(f'measuring the throughput of {model} (batch {config.DATA.BATCH_SIZE}, {config.DATA.NUM_FRAMES} '
+                    f'frames of {config.DATA.INPUT_SIZE}px) on device {dist_info.device}; no files are written')
+        return
     if config.EVAL_MODE:
         logger.info(f'evaluating {config.MODEL.RESUME} ({model}) on {config.DATA.VAL_FILE} with '
                     f'{config.TEST.NUM_CLIP} clips x {config.TEST.NUM_CROP} crops, device {dist_info.device} x '

@@ -103,6 +103,7 @@ def test_throughput_mode(tmp_path, caplog):
         assert main.main(['--cfg', TOY_CFG, '--throughput', '--output', str(tmp_path / 'out'),
                           '--opts', *tiny_opts(data)]) == 0
     assert any('throughput:' in r.getMessage() and 'clips/s' in r.getMessage() for r in caplog.records)
+    assert not os.path.exists(tmp_path / 'out')  # writes nothing, so it replaces no file of a run
 
 
 def test_signal_during_validation_stops_after_the_epoch_save(tmp_path, monkeypatch):
