@@ -130,7 +130,9 @@ def log_run_summary(config: Any, dist_info: du.DistInfo, env: dict) -> None:
     if config.EVAL_MODE:
         logger.info(f'evaluating {config.MODEL.RESUME} ({model}) on {config.DATA.VAL_FILE} with '
                     f'{config.TEST.NUM_CLIP} clips x {config.TEST.NUM_CROP} crops, device {dist_info.device} x '
-                    f'{dist_info.world_size} process(es); results to {config.OUTPUT}')
+                    f'{dist_info.world_size} process(es); results to {config.OUTPUT}'
+                    + (' (replacing those of the same evaluation before)'
+                       if os.path.isfile(os.path.join(config.OUTPUT, 'eval_results.json')) else ''))
         return
     accum = max(1, config.TRAIN.ACCUMULATION_STEPS)
     start = config.MODEL.RESUME or (config.TRAIN.PRETRAINED_PATH and f'weights of {config.TRAIN.PRETRAINED_PATH}') \
