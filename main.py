@@ -37,7 +37,7 @@ from engine.amp import AMP_OPT_LEVELS
 from engine.checkpoint import CheckpointError, PretrainedMismatchError
 from engine.config import ConfigError, apply_lr_scaling, config_to_yaml, get_config, keys_the_original_ignored
 from engine.data_summary import log_data_summary
-from engine.preflight import check_run_files
+from engine.preflight import check_run_files, will_auto_resume
 from engine.evaluator import evaluate_checkpoint
 from engine.preemption import PreemptedError
 from engine.throughput import measure_throughput
@@ -135,8 +135,12 @@ def log_run_summary(config: Any, dist_info: du.DistInfo, env: dict) -> None:
                        if os.path.isfile(os.path.join(config.OUTPUT, 'eval_results.json')) else ''))
         return
     accum = max(1, config.TRAIN.ACCUMULATION_STEPS)
-    start = config.MODEL.RESUME or (config.TRAIN.PRETRAINED_PATH and f'weights of {config.TRAIN.PRETRAINED_PATH}') \
-        or 'scratch'
+    if config.MODEL.RESUME:
+        start = config.MODEL.RESUME
+    elif will_auto_resume(config):
+        start = "the output folder's own checkpoints (auto-resume)"
+    else:
+        start = f'the weights of {config.TRAIN.PRETRAINED_PATH}' if config.TRAIN.PRETRAINED_PATH else 'scratch'
     logger.info(f'training {model} on {config.DATA.DATASET} from {start}: {config.TRAIN.EPOCHS} epochs, batch '
                 f'{config.DATA.BATCH_SIZE} x {dist_info.world_size} process(es) x {accum} accumulation step(s), '
                 f'base LR {config.TRAIN.BASE_LR:g} ({config.TRAIN.OPTIMIZER.NAME}, {config.TRAIN.LR_SCHEDULER.NAME}), '

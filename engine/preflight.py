@@ -158,12 +158,12 @@ def run_file_problems(config: Any, generated: Iterable[str] = ()) -> List[str]:
         problems.append(_missing_label_list(config.DATA.LABEL_LIST))
     if not any(problems):  # the lists are there: do they name videos that are?
         problems.append(_missing_videos(config, lists))
-    if not config.EVAL_MODE and not resume and config.TRAIN.PRETRAINED_PATH and not _will_auto_resume(config):
+    if not config.EVAL_MODE and not resume and config.TRAIN.PRETRAINED_PATH and not will_auto_resume(config):
         problems.append(_missing_pretrained(config.TRAIN.PRETRAINED_PATH))
     return [p for p in problems if p]
 
 
-def _will_auto_resume(config: Any) -> bool:
+def will_auto_resume(config: Any) -> bool:
     """Whether training continues from the run folder's own checkpoints (then the ImageNet file is not read)."""
     if not config.TRAIN.AUTO_RESUME or not os.path.isdir(config.OUTPUT):
         return False
