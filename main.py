@@ -12,6 +12,15 @@ The original's command line keeps working (``python -m torch.distributed.launch 
 checkpoint (no train loader, no ImageNet file); auto-resume never replaces ``--resume`` and never applies to
 ``--eval`` (``engine/resume.py``). Exit codes: 0 done (also after a preemption save), 2 a user error (one
 line, no traceback), 3 a non-finite loss, 4 too many unreadable videos.
+
+The start, in order: the config (``--cfg`` also finds the original's ``video_focalnet_*.yaml`` spelling, and
+suggests the closest configs for a wrong path); every file the mode reads (``engine/preflight.py``: lists,
+label list, the videos' folder, ``--resume``, the ImageNet file), each problem one line, before a model is
+built or anything is logged; then a short summary on the console (the full config and the environment go to
+the log file). Nothing is written into the run folder (config.yaml, environment.json, the log) before the
+checkpoints are loaded and the loaders built (``start_run``), so a failed start leaves a finished run as it was.
+``--eval`` writes into ``<run folder>/eval/<checkpoint stem>_<clips>x<crops>/`` (``engine.config.eval_output_dir``)
+and ``--throughput`` writes nothing: no mode replaces a file another mode wrote.
 """
 from __future__ import annotations
 
@@ -28,6 +37,7 @@ from engine.amp import AMP_OPT_LEVELS
 from engine.checkpoint import CheckpointError, PretrainedMismatchError
 from engine.config import ConfigError, apply_lr_scaling, config_to_yaml, get_config, keys_the_original_ignored
 from engine.data_summary import log_data_summary
+from engine.preflight import check_run_files, will_auto_resume
 from engine.evaluator import evaluate_checkpoint
 from engine.preemption import PreemptedError
 from engine.throughput import measure_throughput
@@ -37,7 +47,7 @@ from models import build_model
 from utils import distributed as du
 from utils.env import configure_determinism, environment_summary, seed_everything
 from utils.fs import atomic_write_text
-from utils.logger import setup_logging
+from utils.logger import FILE_ONLY, close_logging, file_only, setup_logging, start_log_file
 
 logger = logging.getLogger('main')
 
@@ -99,10 +109,59 @@ def prepare_toy_data(config: Any, dist_info: du.DistInfo) -> None:
     du.barrier()
 
 
+def files_to_generate(config: Any) -> List[str]:
+    """The toy files this run will generate (not looked for by the start-up checks): the missing lists, and
+    then the label list and DATA.ROOT, which the generation creates alongside them."""
+    missing = missing_toy_files(config)
+    return missing + [os.path.join(config.DATA.ROOT, 'labels.csv'), config.DATA.ROOT] if missing else []
+
+
+def log_run_summary(config: Any, dist_info: du.DistInfo, env: dict) -> None:
+    """The console's few lines about the run; the full config and the environment go to the log file only
+    (except for --throughput, which writes no file: its figure is only as good as the environment beside it)."""
+    logger.info('environment: ' + ', '.join(f'{k} {v}' for k, v in env.items()),
+                extra=None if config.THROUGHPUT_MODE else FILE_ONLY)
+    logger.info(f'config:\n{config_to_yaml(config)}', extra=FILE_ONLY)
+    model = config.MODEL.NAME or config.MODEL.TYPE
+    if config.THROUGHPUT_MODE:
+        logger.info(f'measuring the throughput of {model} (batch {config.DATA.BATCH_SIZE}, {config.DATA.NUM_FRAMES} '
+                    f'frames of {config.DATA.INPUT_SIZE}px) on device {dist_info.device}; no files are written')
+        return
+    if config.EVAL_MODE:
+        logger.info(f'evaluating {config.MODEL.RESUME} ({model}) on {config.DATA.VAL_FILE} with '
+                    f'{config.TEST.NUM_CLIP} clips x {config.TEST.NUM_CROP} crops, device {dist_info.device} x '
+                    f'{dist_info.world_size} process(es); results to {config.OUTPUT}'
+                    + (' (replacing those of the same evaluation before)'
+                       if os.path.isfile(os.path.join(config.OUTPUT, 'eval_results.json')) else ''))
+        return
+    accum = max(1, config.TRAIN.ACCUMULATION_STEPS)
+    if config.MODEL.RESUME:
+        start = config.MODEL.RESUME
+    elif will_auto_resume(config):
+        start = "the output folder's own checkpoints (auto-resume)"
+    else:
+        start = f'the weights of {config.TRAIN.PRETRAINED_PATH}' if config.TRAIN.PRETRAINED_PATH else 'scratch'
+    logger.info(f'training {model} on {config.DATA.DATASET} from {start}: {config.TRAIN.EPOCHS} epochs, batch '
+                f'{config.DATA.BATCH_SIZE} x {dist_info.world_size} process(es) x {accum} accumulation step(s), '
+                f'base LR {config.TRAIN.BASE_LR:g} ({config.TRAIN.OPTIMIZER.NAME}, {config.TRAIN.LR_SCHEDULER.NAME}), '
+                f'device {dist_info.device}; '
+                f'output {config.OUTPUT} (full config in config.yaml there)')
+
+
+def start_run(config: Any, dist_info: du.DistInfo, env: dict) -> None:
+    """The run is known to start (every file found, checkpoints loaded): only now is the run folder written
+    (config.yaml and environment.json by rank 0, every rank's log file with what was logged so far)."""
+    if dist_info.is_main:
+        atomic_write_text(os.path.join(config.OUTPUT, 'config.yaml'), config_to_yaml(config))
+        atomic_write_text(os.path.join(config.OUTPUT, 'environment.json'), json.dumps(env, indent=2) + '\n')
+    start_log_file()
+
+
 def run(config: Any, dist_info: du.DistInfo) -> int:
-    # logging first, so that the toy data generation of a fresh checkout is visible
-    setup_logging(config.OUTPUT, dist_info.rank, config.MODEL.NAME)
-    prepare_toy_data(config, dist_info)
+    # --throughput measures and writes nothing; the other modes' log file waits for start_run
+    setup_logging(None if config.THROUGHPUT_MODE else config.OUTPUT, dist_info.rank, config.MODEL.NAME,
+                  defer_file=True)
+    prepare_toy_data(config, dist_info)  # logged, so that the generation of a fresh checkout is visible
     base_lr = config.TRAIN.BASE_LR
     if not (config.EVAL_MODE or config.THROUGHPUT_MODE):
         config = apply_lr_scaling(config, dist_info.world_size)
@@ -111,13 +170,10 @@ def run(config: Any, dist_info: du.DistInfo) -> int:
                     f'processes x {max(1, config.TRAIN.ACCUMULATION_STEPS)} accumulation steps / 512: BASE_LR '
                     f'{base_lr:g} -> {config.TRAIN.BASE_LR:g} (WARMUP_LR, MIN_LR alike)')
     env = environment_summary(dist_info.device, dist_info.world_size)
-    if dist_info.is_main:
-        atomic_write_text(os.path.join(config.OUTPUT, 'config.yaml'), config_to_yaml(config))
-        atomic_write_text(os.path.join(config.OUTPUT, 'environment.json'), json.dumps(env, indent=2) + '\n')
-    logger.info('environment: ' + ', '.join(f'{k} {v}' for k, v in env.items()))
-    logger.info(f'output folder {config.OUTPUT}; config:\n{config_to_yaml(config)}')
+    log_run_summary(config, dist_info, env)
     if not config.THROUGHPUT_MODE:
-        log_data_summary(config)
+        with file_only():  # a line per list with its sha256: the log file's business
+            log_data_summary(config)
     seed_everything(config.SEED + dist_info.rank)
     configure_determinism(config.TRAIN.DETERMINISTIC)
 
@@ -131,13 +187,14 @@ def run(config: Any, dist_info: du.DistInfo) -> int:
         measure_throughput(config, model, dist_info.device)
         return 0
     if config.EVAL_MODE:
-        evaluate_checkpoint(config, dist_info, model)
+        evaluate_checkpoint(config, dist_info, model, on_start=lambda: start_run(config, dist_info, env))
         return 0
     ignored = keys_the_original_ignored(config)
     if ignored:
         logger.info('in effect here, ignored by the original code (see README, Differences from the original): '
                     + '; '.join(ignored))
-    trainer = Trainer(config, dist_info, model)
+    trainer = Trainer(config, dist_info, model)  # loads --resume / last.pth / the ImageNet weights
+    start_run(config, dist_info, env)
     try:
         trainer.fit()
     except PreemptedError:
@@ -151,20 +208,26 @@ def run(config: Any, dist_info: du.DistInfo) -> int:
     return 0
 
 
+def user_error(message: str) -> int:
+    """A user error: one line on stderr (from the first process only under torchrun), exit code 2."""
+    if int(os.environ.get('RANK', '0') or 0) == 0:
+        print(f'main.py: error: {message}', file=sys.stderr)
+    return EXIT_USER_ERROR
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     try:
         config = get_config(args)
-    except ConfigError as e:
-        print(f'main.py: error: {e}', file=sys.stderr)
-        return EXIT_USER_ERROR
+        check_run_files(config, generated=files_to_generate(config))  # before a model exists or a line is logged
+    except (ConfigError, AnnotationError) as e:
+        return user_error(str(e))
     dist_info = du.init_distributed(args.local_rank)
     try:
         return run(config, dist_info)
     except (ConfigError, CheckpointError, PretrainedMismatchError, AnnotationError, FileNotFoundError) as e:
-        logger.error(f'{type(e).__name__}: {e}')  # a user error: one line, no traceback
-        print(f'main.py: error: {e}', file=sys.stderr)
-        return EXIT_USER_ERROR
+        logger.error(f'{type(e).__name__}: {e}', extra=FILE_ONLY)  # the console gets the one line of user_error
+        return user_error(str(e))
     except NonFiniteLossError as e:
         logger.error(f'stopping: {e}')
         return EXIT_NON_FINITE_LOSS
@@ -173,6 +236,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_TOO_MANY_UNREADABLE
     finally:
         du.cleanup()
+        close_logging()
 
 
 if __name__ == '__main__':

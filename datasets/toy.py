@@ -2,7 +2,8 @@
 
 New (the original shipped no data). ``python -m datasets.toy --out DIR`` writes real H.264 ``.mp4``
 files plus ``train.csv`` / ``val.csv`` / ``test.csv`` (``relative/path.mp4,label``, relative to DIR, so
-``DATA.ROOT = DIR``) and ``labels.csv`` (``id,name``). The three splits hold different clips with the
+``DATA.ROOT = DIR``) and ``labels.csv`` (``id,name``), and prints the ``main.py`` command whose ``--opts``
+point the toy config at all of them (``train_command``). The three splits hold different clips with the
 same class balance: ``val`` chooses the checkpoint (``best.pth``), ``test`` is only for the figure
 reported at the end, so that figure is not the maximum over epochs of a noisy estimate.
 
@@ -41,7 +42,8 @@ import numpy as np
 _logger = logging.getLogger(__name__)
 
 __all__ = ['CLASS_NAMES', 'ANNOTATION_FILES', 'ClipParams', 'sample_clip_params', 'reverse_params', 'render_clip',
-           'rgb_to_yuv420p', 'encode_clip', 'generate_toy_dataset', 'is_complete', 'ensure_toy_dataset', 'main']
+           'rgb_to_yuv420p', 'encode_clip', 'generate_toy_dataset', 'is_complete', 'ensure_toy_dataset', 'config_opts',
+           'train_command', 'main']
 
 GENERATOR_VERSION = 1
 CLASS_NAMES = ('moving left', 'moving right', 'moving up', 'moving down',
@@ -426,7 +428,25 @@ def main(argv: Optional[List[str]] = None) -> None:
     except (ValueError, FileExistsError) as err:
         sys.exit(f'error: {err}')
     print(f'wrote {" + ".join(f"{count} {split}" for split, count in counts.items())} clips ({args.frames} frames, '
-          f'{args.size}x{args.size}) to {out} in {time.perf_counter() - start:.1f} s; use DATA.ROOT {out}')
+          f'{args.size}x{args.size}) to {out} in {time.perf_counter() - start:.1f} s; train and test on it with:\n'
+          f'  {train_command(out)}')
+
+
+def config_opts(root: str) -> List[str]:
+    """``--opts`` that point a config at the toy dataset in ``root``: DATA.ROOT and every list it wrote."""
+    root = os.path.abspath(root)
+    keys = {'DATA.TRAIN_FILE': 'train.csv', 'DATA.VAL_FILE': 'val.csv', 'DATA.TEST_FILE': 'test.csv',
+            'DATA.LABEL_LIST': 'labels.csv'}
+    opts = ['DATA.ROOT', root]
+    for key, name in keys.items():
+        opts += [key, os.path.join(root, name)]
+    return opts
+
+
+def train_command(root: str, cfg: str = 'configs/toy/video-focalnet_toy.yaml') -> str:
+    """The ``main.py`` command line (shell-quoted) that trains on the toy dataset in ``root``."""
+    import shlex
+    return ' '.join(shlex.quote(part) for part in ['python', 'main.py', '--cfg', cfg, '--opts'] + config_opts(root))
 
 
 if __name__ == '__main__':

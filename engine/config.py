@@ -14,6 +14,8 @@ Learning-rate scaling needs the world size and therefore happens in ``apply_lr_s
 """
 from __future__ import annotations
 
+import difflib
+import glob
 import os
 from typing import Any, Iterable, List, Optional, Tuple
 
@@ -26,6 +28,55 @@ from engine.defaults import _C, get_default_config
 
 class ConfigError(ValueError):
     """A config file, key or value is not what is expected."""
+
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_DIR = os.path.join(REPO_ROOT, 'configs')
+
+
+def _name_key(name: str) -> str:
+    """What two spellings of a config name share: the original's README wrote ``video_focalnet_base.yaml``
+    for the file ``video-focalnet_base.yaml``, so case, ``-`` and ``_`` do not count."""
+    return name.lower().replace('-', '_')
+
+
+def shipped_configs() -> List[str]:
+    """Every config file under ``configs/`` (``_base_`` parts excluded), as paths relative to the repository."""
+    found = glob.glob(os.path.join(CONFIG_DIR, '**', '*.yaml'), recursive=True)
+    return sorted(os.path.relpath(f, REPO_ROOT) for f in found if '_base_' not in f.split(os.sep))
+
+
+def resolve_config_path(path: str) -> str:
+    """The config file ``--cfg path`` names, or ``ConfigError`` with the closest existing configs.
+
+    Looked up, in this order: the path as given (relative to the working directory); the same path relative
+    to the repository (``main.py`` started from another folder); the file in that folder whose name differs
+    only in ``-`` / ``_`` / case (the original's README spells ``configs/kinetics400/video_focalnet_base.yaml``).
+    """
+    candidates = [path]
+    if not os.path.isabs(path):
+        candidates.append(os.path.join(REPO_ROOT, path))
+    for candidate in candidates:
+        if os.path.isfile(candidate):
+            return candidate
+    for candidate in candidates:
+        folder, name = os.path.split(candidate)
+        if os.path.isdir(folder or '.'):
+            same = [n for n in sorted(os.listdir(folder or '.')) if _name_key(n) == _name_key(name)]
+            if len(same) == 1:
+                return os.path.join(folder, same[0])
+    shipped = shipped_configs()
+    given = os.path.normpath(path)
+    if os.path.isabs(given) and given.startswith(REPO_ROOT + os.sep):
+        given = os.path.relpath(given, REPO_ROOT)
+    by_key = {_name_key(s): s for s in shipped}
+    # the same file name in another folder first (e.g. 'video_focalnet_tiny.yaml' alone), then similar paths
+    same_name = [s for s in shipped if _name_key(os.path.basename(s)) == _name_key(os.path.basename(given))]
+    similar = [by_key[k] for k in difflib.get_close_matches(_name_key(given), list(by_key), n=3, cutoff=0.5)]
+    close = list(dict.fromkeys(same_name + similar))[:3]
+    hint = f'; did you mean {" or ".join(close)}?' if close else f'; the shipped configs are under {CONFIG_DIR}'
+    where = 'absolute path' if os.path.isabs(path) else f'relative to the working directory {os.getcwd()}'
+    raise ConfigError(f'--cfg {path}: config file not found ({where}){hint}')
 
 
 def _read_yaml(path: str) -> dict:
@@ -94,14 +145,14 @@ def update_config(config: CN, args: Any) -> CN:
     """Apply ``--cfg``, ``--opts`` and the dedicated flags of ``args`` (an argparse namespace)."""
     config.defrost()
     if _flag(args, 'cfg'):
-        merge_config_file(config, args.cfg)
+        merge_config_file(config, resolve_config_path(args.cfg))
     merge_opts(config, _flag(args, 'opts'))
 
     if _flag(args, 'batch_size') is not None:
         config.DATA.BATCH_SIZE = int(args.batch_size)
     if _flag(args, 'resume'):
         config.MODEL.RESUME = args.resume
-    if _flag(args, 'pretrained'):
+    if _flag(args, 'pretrained') is not None:  # --pretrained '' starts from scratch
         config.TRAIN.PRETRAINED_PATH = args.pretrained
     if _flag(args, 'accumulation_steps') is not None:
         config.TRAIN.ACCUMULATION_STEPS = int(args.accumulation_steps)
@@ -124,9 +175,32 @@ def update_config(config: CN, args: Any) -> CN:
         local_rank = os.environ.get('LOCAL_RANK')
     if local_rank is not None:
         config.LOCAL_RANK = int(local_rank)
+    output_chosen = bool(_flag(args, 'output') or _flag(args, 'tag') or os.environ.get('PT_OUTPUT_DIR')
+                         or config.OUTPUT != _C.OUTPUT or config.TAG != _C.TAG)
 
     finalize_config(config)
+    if config.EVAL_MODE and config.MODEL.RESUME:
+        config.defrost()
+        config.OUTPUT = eval_output_dir(config, output_chosen)
+        config.freeze()
     return config
+
+
+def eval_output_dir(config: CN, output_chosen: bool) -> str:
+    """Where ``--eval`` writes: ``<run folder>/eval/<checkpoint stem>_<clips>x<crops>``, never the run folder.
+
+    The run folder is the one ``--output`` / ``--tag`` / ``OUTPUT`` / ``PT_OUTPUT_DIR`` name when one of them is
+    given (``output_chosen``); otherwise the folder of the checkpoint when that is a run folder (it holds a
+    ``config.yaml``, as every training run's folder does), else the default run folder of the config. So
+    evaluating ``RUN/best.pth`` lands in ``RUN/eval/best_4x3`` and leaves the training's own
+    eval_results.json, predictions.csv, config.yaml, environment.json and log untouched.
+    """
+    run_folder = config.OUTPUT
+    checkpoint_folder = os.path.dirname(os.path.abspath(config.MODEL.RESUME))
+    if not output_chosen and os.path.isfile(os.path.join(checkpoint_folder, 'config.yaml')):
+        run_folder = os.path.dirname(config.MODEL.RESUME) or '.'
+    stem = os.path.splitext(os.path.basename(config.MODEL.RESUME.rstrip('/' + os.sep)))[0] or 'checkpoint'
+    return os.path.join(run_folder, 'eval', f'{stem}_{config.TEST.NUM_CLIP}x{config.TEST.NUM_CROP}')
 
 
 def finalize_config(config: CN) -> CN:

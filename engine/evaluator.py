@@ -21,7 +21,7 @@ import json
 import logging
 import os
 import time
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -317,14 +317,21 @@ def test_and_report(model: nn.Module, dataset: Any, loader: Any, config: Any, de
     return result
 
 
-def evaluate_checkpoint(config: Any, dist_info: du.DistInfo, model: nn.Module) -> Dict[str, Any]:
+def evaluate_checkpoint(config: Any, dist_info: du.DistInfo, model: nn.Module,
+                        on_start: Optional[Callable[[], None]] = None) -> Dict[str, Any]:
     """``--eval``: the checkpoint of ``--resume`` on DATA.VAL_FILE with TEST.NUM_CLIP x TEST.NUM_CROP views.
 
-    Needs only VAL_FILE and the checkpoint (the original also built the train loader)."""
+    Needs only VAL_FILE and the checkpoint (the original also built the train loader). Results go to
+    ``config.OUTPUT``, which for ``--eval`` is the run's ``eval/<checkpoint stem>_<clips>x<crops>`` folder
+    (``engine.config.eval_output_dir``), never the training run's own files. ``on_start`` is called once the
+    weights are loaded and the list is read, before anything is evaluated (``main.py`` writes config.yaml,
+    environment.json and the log then, so a checkpoint that does not load leaves no folder behind)."""
     path = resolve_resume(config)
     checkpoint = load_model_weights(model, path)
     clips, crops = config.TEST.NUM_CLIP, config.TEST.NUM_CROP
     dataset, loader = build_eval_loader(config, dist_info.rank, dist_info.world_size, clips, crops)
+    if on_start is not None:
+        on_start()
     eval_model = torch.compile(model) if config.TRAIN.COMPILE else model
     return test_and_report(eval_model, dataset, loader, config, dist_info.device,
                            resolve_amp_dtype(config, dist_info.device), clips, crops,

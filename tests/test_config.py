@@ -157,3 +157,51 @@ def test_every_default_key_has_a_comment():
     for i, line in enumerate(lines):
         if line.startswith('_C.') and ' = CN(' not in line:
             assert '#' in line or lines[i - 1].lstrip().startswith('#'), line
+
+
+@pytest.mark.parametrize('size', ['tiny', 'small', 'base'])
+def test_the_original_readme_config_names_resolve(size, monkeypatch, tmp_path):
+    """The original README's `configs/kinetics400/video_focalnet_base.yaml` (underscores) is the shipped
+    video-focalnet_base.yaml, found by a lookup (no copies), also when started from another folder."""
+    shipped = load_config(os.path.join(REPO, 'configs', 'kinetics400', f'video-focalnet_{size}.yaml'))
+    assert load_config(f'configs/kinetics400/video_focalnet_{size}.yaml') == shipped
+    monkeypatch.chdir(tmp_path)
+    assert load_config(f'configs/kinetics400/video_focalnet_{size}.yaml') == shipped
+    assert not glob.glob(os.path.join(REPO, 'configs', '*', 'video_focalnet_*.yaml'))  # a lookup, not copies
+
+
+def test_an_unknown_config_gets_did_you_mean_with_the_closest_files():
+    with pytest.raises(ConfigError) as e:
+        load_config('configs/kinetics400/video_focalnet_huge.yaml')
+    message = str(e.value)
+    assert '\n' not in message and 'config file not found' in message and 'working directory' in message
+    assert 'did you mean configs/kinetics400/video-focalnet_' in message
+    with pytest.raises(ConfigError, match='did you mean configs/kinetics400/video-focalnet_tiny.yaml'):
+        load_config('video_focalnet_tiny.yaml')  # the folder left out
+    with pytest.raises(ConfigError, match='did you mean configs/ssv2/video-focalnet_base.yaml'):
+        load_config('configs/ssv2/video-focalnet_bsae.yaml')
+
+
+def test_eval_writes_into_its_own_folder_of_the_run():
+    """--eval's OUTPUT: <run folder>/eval/<checkpoint stem>_<clips>x<crops>, the run folder being the
+    checkpoint's when it is a run folder and no output was chosen, else the one the flags name."""
+    c = load_config(None, ['TEST.NUM_CLIP', '4', 'TEST.NUM_CROP', '3'], eval=True,
+                    resume='ckpts/video-focalnet_k400.pth', output='runs', tag='t')
+    assert c.OUTPUT == os.path.join('runs', c.DATA.DATASET, c.MODEL.NAME or c.MODEL.TYPE, 't', 'eval',
+                                    'video-focalnet_k400_4x3')
+    assert load_config(None, resume='x.pth').OUTPUT == load_config(None).OUTPUT  # training: the run folder
+
+
+def test_eval_of_a_run_checkpoint_lands_in_that_run(tmp_path):
+    run = tmp_path / 'run'
+    run.mkdir()
+    (run / 'config.yaml').write_text('')
+    c = load_config(None, eval=True, resume=str(run / 'best.pth'))
+    assert c.OUTPUT == str(run / 'eval' / 'best_1x1')
+    c = load_config(None, eval=True, resume=str(run / 'best.pth'), output=str(tmp_path / 'o'))  # flags win
+    assert c.OUTPUT.startswith(str(tmp_path / 'o') + os.sep) and c.OUTPUT.endswith(os.path.join('eval', 'best_1x1'))
+
+
+def test_pretrained_empty_starts_from_scratch():
+    c = load_config(os.path.join(REPO, 'configs', 'kinetics400', 'video-focalnet_tiny.yaml'), pretrained='')
+    assert c.TRAIN.PRETRAINED_PATH == ''

@@ -35,7 +35,7 @@ def test_flags_apply_only_when_given():
     c = get_config(args)
     assert (c.DATA.BATCH_SIZE, c.TRAIN.ACCUMULATION_STEPS, c.TRAIN.USE_CHECKPOINT, c.TRAIN.AMP, c.SEED) == \
         (3, 2, True, 'fp16', 7)
-    assert c.OUTPUT == '/tmp/o/toy/video-focalnet_toy/t' and c.MODEL.RESUME == 'r.pth'
+    assert c.OUTPUT == '/tmp/o/toy/video-focalnet_toy/t/eval/r_4x3' and c.MODEL.RESUME == 'r.pth'  # --eval's own
     assert c.TRAIN.PRETRAINED_PATH == 'p.pth' and c.EVAL_MODE
     assert c.TRAIN.EPOCHS == 3 and c.TEST.NUM_CLIP == 4  # repeated --opts accumulate
     assert get_config(main.parse_args(['--cfg', TOY_CFG, '--amp-opt-level', 'O0'])).TRAIN.AMP == 'none'
@@ -103,6 +103,7 @@ def test_throughput_mode(tmp_path, caplog):
         assert main.main(['--cfg', TOY_CFG, '--throughput', '--output', str(tmp_path / 'out'),
                           '--opts', *tiny_opts(data)]) == 0
     assert any('throughput:' in r.getMessage() and 'clips/s' in r.getMessage() for r in caplog.records)
+    assert not os.path.exists(tmp_path / 'out')  # writes nothing, so it replaces no file of a run
 
 
 def test_signal_during_validation_stops_after_the_epoch_save(tmp_path, monkeypatch):

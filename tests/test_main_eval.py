@@ -48,6 +48,7 @@ def _eval(setup, world_size):
         f.write(b'not a checkpoint: auto-resume must not pick this up in --eval')
     run_main(['--cfg', TOY_CFG, '--output', setup['out'], '--tag', tag, '--eval', '--resume', setup['ckpt'],
               '--opts', *opts], nproc=world_size)
+    folder = os.path.join(folder, 'eval', 'original_format_2x3')  # --eval's own folder inside the run's
     result = json.load(open(os.path.join(folder, 'eval_results.json')))
     rows = list(csv.DictReader(open(os.path.join(folder, 'predictions.csv'), newline='')))
     return folder, result, rows
@@ -101,6 +102,7 @@ def test_toy_config_evaluates_other_videos_without_generating_data(setup, tmp_pa
                      DATA__LABEL_LIST=str(other / 'labels.csv'))
     run_main(['--cfg', TOY_CFG, '--output', str(tmp_path / 'out'), '--tag', 'other', '--eval', '--resume',
               setup['ckpt'], '--opts', *opts])
-    result = json.load(open(os.path.join(run_folder(str(tmp_path / 'out'), 'other'), 'eval_results.json')))
+    result = json.load(open(os.path.join(run_folder(str(tmp_path / 'out'), 'other'), 'eval', 'original_format_1x1',
+                                         'eval_results.json')))
     assert result['num_videos'] == 3 and result['num_unreadable'] == 0
     assert sorted(os.listdir(other)) == ['val', 'val.csv']  # no toy data written into the folder

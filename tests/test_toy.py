@@ -216,3 +216,27 @@ def test_ensure_toy_dataset_generates_once(tmp_path):
         ensure_toy_dataset(root, num_train=8, num_val=8, num_frames=4, size=16, workers=1)
     with pytest.raises(ValueError, match='even'):
         generate_toy_dataset(str(tmp_path / 'odd'), size=47)
+
+
+def test_cli_prints_a_command_that_uses_what_it_wrote(tmp_path, capsys, monkeypatch):
+    """The printed main.py command names DATA.ROOT and every list the generator wrote (DATA.ROOT alone left
+    TRAIN/VAL/TEST_FILE and LABEL_LIST at data/toy), and it passes main.py's start-up checks from any folder."""
+    import shlex
+
+    import main
+    from datasets.toy import main as toy_main
+    from engine.config import get_config
+    from engine.preflight import run_file_problems
+    out = tmp_path / 'my toy'  # a space: the command is shell-quoted
+    toy_main(['--out', str(out), '--num-train', '2', '--num-val', '1', '--frames', '2', '--size', '16',
+              '--workers', '1'])
+    printed = capsys.readouterr().out.strip().splitlines()[-1]
+    argv = shlex.split(printed)
+    assert argv[:3] == ['python', 'main.py', '--cfg']
+    monkeypatch.chdir(tmp_path)  # not the repository: every path of the command must still resolve
+    config = get_config(main.parse_args(argv[2:] + ['--pretrained', '']))
+    assert config.DATA.ROOT == str(out)
+    for key, name in (('TRAIN_FILE', 'train.csv'), ('VAL_FILE', 'val.csv'), ('TEST_FILE', 'test.csv'),
+                      ('LABEL_LIST', 'labels.csv')):
+        assert config.DATA[key] == str(out / name) and os.path.isfile(config.DATA[key])
+    assert run_file_problems(config) == []

@@ -62,7 +62,8 @@ def read_predictions(path: str) -> Predictions:
         others = sorted(f for f in os.listdir(folder) if f.endswith(PREDICTIONS_FILE)) \
             if os.path.isdir(folder) else []
         hint = (f" (this folder has {', '.join(others)}: pass one of them)" if others
-                else " (main.py --eval writes it into the output folder)")
+                else " (main.py --eval writes it into <run folder>/eval/<checkpoint>_<clips>x<crops>/, "
+                "the final test of a training run into the run folder)")
         raise FileNotFoundError(f"{path}: predictions file not found{hint}")
     with open(path, newline='') as f:
         reader = csv.DictReader(f)

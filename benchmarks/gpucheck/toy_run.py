@@ -127,7 +127,9 @@ def _evaluate(st: Settings, common: List[str], checkpoint: str, output: str, dea
     try:
         _torchrun(st, common[:2] + ['--tag', f'{TAG}-eval', '--eval', '--resume', checkpoint] + common[2:]
                   + ['TEST.NUM_CLIP', '4', 'TEST.NUM_CROP', '3'], deadline, 'eval')
-        path = os.path.join(output, 'toy', 'video-focalnet_toy', f'{TAG}-eval', 'eval_results.json')
+        stem = os.path.splitext(os.path.basename(checkpoint))[0]  # --eval writes into <run>/eval/<stem>_<views>
+        path = os.path.join(output, 'toy', 'video-focalnet_toy', f'{TAG}-eval', 'eval', f'{stem}_4x3',
+                            'eval_results.json')
         with open(path) as f:
             res = json.load(f)
         if res.get('num_videos') != st.toy_val or res.get('num_views') != 12 or res.get('unreadable'):
