@@ -29,6 +29,7 @@ from datasets import apply_random_erasing, build_eval_loader, build_mixup, build
 from engine.amp import amp_dtype, autocast, build_grad_scaler
 from engine.checkpoint import checkpoint_names, load_model_weights, load_pretrained, make_checkpoint, \
     restore_rng_state, write_checkpoint
+from engine.compile import compile_for_training
 from engine.config import ConfigError, config_to_yaml
 from engine.ema import ModelEma
 from engine.evaluator import evaluate_views, test_and_report
@@ -107,7 +108,7 @@ class Trainer:
             self.ema = ModelEma(self.model, config.TRAIN.EMA_DECAY)
         self.eval_model: torch.nn.Module = model
         if config.TRAIN.COMPILE:
-            self.train_model = torch.compile(self.train_model)
+            self.train_model = compile_for_training(self.train_model, config, dist_info.distributed)
             self.eval_model = torch.compile(model)
         self.tb = TensorBoardWriter(os.path.join(config.OUTPUT, 'tensorboard'),
                                     enabled=config.TENSORBOARD and dist_info.is_main)
