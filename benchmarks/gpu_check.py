@@ -115,7 +115,7 @@ def header(report: Report, st: plan.Settings) -> str:
              f'Speed rows: batch {st.batch} x {st.frames} frames x {st.img_size}^2, median after {st.warmup} '
              f'warm-up steps, models/ and reference interleaved step by step; training = SGD Nesterov step '
              f'(GradScaler in fp16), drop-path 0, models/ with its default selective checkpointing; '
-             + ('' if st.quick else 'fp32 = PyTorch defaults (cuDNN TF32 on, matmul TF32 off); cudnn.benchmark on; ')
+             + ('' if st.quick else 'fp32 = as main.py trains (TF32 matmuls and convolutions, cudnn.benchmark on); ')
              + f'torch.compile: {st.compile_size} in {st.compile_dtype} only ({st.compile_backend}), since S/B '
              'and other precisions would not fit the time budget.']
     return '\n'.join(lines)

@@ -5,8 +5,8 @@ Both implementations get the same weights (the reference loads ``models/``' stat
 use the published recipe's step: SGD with Nesterov momentum, cross-entropy, ``torch.autocast`` for fp16
 and bf16 and a ``GradScaler`` for fp16; stochastic depth is 0 so both do the same arithmetic. ``models/``
 trains as it does by default, with selective activation checkpointing; one extra row turns that off. fp32
-rows run with PyTorch's defaults (cuDNN may use TF32 for convolutions, matmuls do not); the logits and
-gradient comparison turns TF32 off everywhere, so that it compares fp32 with fp32.
+rows run as main.py trains (TF32 for matmuls and convolutions, ``utils.env.configure_determinism``); the
+logits and gradient comparison turns TF32 off everywhere, so that it compares fp32 with fp32.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from benchmarks.reference_video_focalnet import ReferenceVideoFocalNet
 from models import VideoFocalNet
+from utils.env import configure_determinism
 
 from .plan import DTYPES, MODES, ModelSize, Settings
 from .report import one_line
@@ -37,7 +38,7 @@ def setup_device(st: Settings, out: Channel) -> torch.device:
         if not torch.cuda.is_available():
             raise RuntimeError(f'no CUDA device visible (torch {torch.__version__}, CUDA build '
                                f'{torch.version.cuda}); the CPU smoke run is --quick')
-        torch.backends.cudnn.benchmark = True   # as main.py trains
+        configure_determinism(False)   # as main.py trains: cuDNN autotuning, TF32 matmuls and convolutions
         props = torch.cuda.get_device_properties(0)
         out.meta(gpu=props.name, gpu_memory_gib=round(props.total_memory / GIB, 1),
                  gpu_capability=f'{props.major}.{props.minor}', cuda=torch.version.cuda,
