@@ -245,7 +245,8 @@ class Trainer:
             host = torch.cat([torch.tensor([float(self.preemption.requested)], dtype=torch.float64), pending])
             flags = torch.cat([(~torch.isfinite(loss_sum)).double().view(1), host_to_device(host, device)])
             flags = du.all_reduce_sum(flags)
-            values = torch.cat([flags, loss_sum.double().view(1), grad_norm_t.double().view(1)]).tolist()
+            values = torch.cat([flags, loss_sum.double().view(1),
+                                grad_norm_t.to(device=device, dtype=torch.float64).view(1)]).tolist()
             non_finite, preempted, loss_value, grad_norm = values[0], values[1], values[4], values[5]
             pending.zero_()
             unreadable = [unreadable[0] + values[2], unreadable[1] + values[3]]
