@@ -37,7 +37,7 @@ class ProgressBar:
         self.initial = self.done = initial
         self.unit, self.unit_scale = unit, unit_scale
         self.start = time.time()
-        self._last_decile = int(10 * initial / total) if total else -1
+        self._last_decile = int(10 * initial / total) if total and initial else -1
 
     def update(self, n: int = 1) -> None:
         self.done += n
