@@ -263,3 +263,12 @@ def test_model_benchmark_runs_as_a_module_from_the_repository_root():
     assert proc.returncode == 0, proc.stderr[-3000:]
     peak = [line for line in proc.stdout.splitlines() if line.startswith('| training peak memory, MiB')]
     assert peak and 'nan' not in peak[0]
+
+
+def test_selective_checkpointing_verdict_follows_the_documented_rule():
+    from benchmarks.gpucheck.model_speed import selective_checkpointing_verdict
+    keep = selective_checkpointing_verdict(1.03, 10.0, 14.0)
+    assert 'keep TRAIN.SELECTIVE_CHECKPOINT True' in keep and '14.00 GiB' in keep
+    off = selective_checkpointing_verdict(1.20, 10.0, 14.0)
+    assert 'TRAIN.SELECTIVE_CHECKPOINT False is 20% faster' in off and '+4.00 GiB' in off
+    assert '5%' in open(os.path.join(REPO, 'docs', 'gpu.md')).read()  # the rule the note applies
