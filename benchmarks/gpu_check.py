@@ -1,6 +1,6 @@
-"""The GPU check (issue 10): one run that prints one table and writes it as JSON.
+"""The GPU check: one run that prints one table and writes it as JSON (docs/gpu.md says how to read it).
 
-    benchmarks/gpu_check.sh                 # on a machine with one GPU: at most 8 minutes, setup included
+    benchmarks/gpu_check.sh                 # on a machine with one GPU: about 10 minutes, setup included
     benchmarks/gpu_check.sh --quick         # the same code on the CPU with tiny sizes (CI runs this)
     python -m benchmarks.gpu_check --only model:T,toy --budget 200     # a rerun of some sections
 
@@ -9,10 +9,13 @@ take their names):
 
 * ``model:T`` (then ``model:S``, ``model:B``): logits and gradients of ``models/`` against the reference
   implementation on the GPU (fp32 without TF32, same weights; max abs difference), inference and training
-  clips/s of both in fp32 / fp16 / bf16 and training peak memory, interleaved step by step;
+  clips/s of both in fp32 / fp16 / bf16 and training peak memory (over the weights, and absolute),
+  interleaved step by step; bf16 training without selective checkpointing, with the verdict on it;
 * ``toy``: ``main.py`` on toy data through ``torchrun --standalone --nproc_per_node 1`` (fp16 + grad scaler,
   pinned memory): train 2 epochs, rerun with 3 (auto-resume), ``--eval`` 4x3; a world-size-1 NCCL group
   with a DDP step (main.py makes no process group for one process);
+* ``ddp``: the same on 2 ranks sharing the one device (gloo), with ``--use-checkpoint --accumulation-steps 2``:
+  DDP, ``no_sync`` micro-batches, checkpointing, resume and the sharded 4x3 evaluation of main.py;
 * ``loader``: the train DataLoader's clips/s with every CPU core, then the ratio to each model's training
   clips/s (``starve.*``: below 1 the GPU would wait for data);
 * ``batch:T``: the largest bf16 training batch of T that fits (doubling, then bisection; OOM caught);
@@ -20,7 +23,8 @@ take their names):
   when time is left (S and B, and other precisions, would not fit the budget).
 
 Each section runs in its own process with a time cap from what is left of ``--budget``; a row that fails
-says FAILED with a one-line reason and the run goes on. The JSON (``--out``, default ``$OUT`` or
+says FAILED with a one-line reason and the run goes on. A section that needs a python module that is not
+installed (``toy`` and ``ddp``: yacs, termcolor, PyAV; ``loader``: PyAV) is SKIPPED with a warning. The JSON (``--out``, default ``$OUT`` or
 ``output/gpu_check``) is rewritten after every row, so a run stopped from outside still leaves the partial
 table. Exit code 0 when every row is ok, 1 otherwise, 2 for a bad command line.
 """
@@ -34,6 +38,7 @@ os.environ.setdefault('PYTORCH_NVML_BASED_CUDA_CHECK', '1')
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
+import importlib.util  # noqa: E402
 import platform  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -69,6 +74,16 @@ def _names(text: Optional[str]) -> Optional[List[str]]:
     return [n.strip() for n in text.split(',') if n.strip()] if text else None
 
 
+def missing_modules(sections: List[plan.Section]) -> Dict[str, List[str]]:
+    """``{section name: [python modules it needs that are not installed]}`` for the sections that cannot run."""
+    out = {}
+    for section in sections:
+        missing = [m for m in section.needs if importlib.util.find_spec(m) is None]
+        if missing:
+            out[section.name] = missing
+    return out
+
+
 def derive(st: plan.Settings, report: Report) -> None:
     """The ``starve.*`` rows: loader clips/s divided by training clips/s measured earlier in this run."""
     loader = report.get('loader.train')
@@ -79,7 +94,7 @@ def derive(st: plan.Settings, report: Report) -> None:
         model = report.get(source)
         missing = [k for k, r in (('loader.train', loader), (source, model)) if r is None or r.status != OK]
         if missing:
-            in_run = all(report.get(k) is not None for k in missing)
+            in_run = all(report.get(k) is not None and report.get(k).status != SKIPPED for k in missing)
             report.update(Row(row.key, row.label, row.unit, status=FAILED if in_run else SKIPPED,
                               reason=f'needs {" and ".join(missing)}' + ('' if in_run else ', not part of this run')))
             continue
@@ -100,7 +115,7 @@ def header(report: Report, st: plan.Settings) -> str:
              f'Speed rows: batch {st.batch} x {st.frames} frames x {st.img_size}^2, median after {st.warmup} '
              f'warm-up steps, models/ and reference interleaved step by step; training = SGD Nesterov step '
              f'(GradScaler in fp16), drop-path 0, models/ with its default selective checkpointing; '
-             + ('' if st.quick else 'fp32 = PyTorch defaults (cuDNN TF32 on, matmul TF32 off); cudnn.benchmark on; ')
+             + ('' if st.quick else 'fp32 = as main.py trains (TF32 matmuls and convolutions, cudnn.benchmark on); ')
              + f'torch.compile: {st.compile_size} in {st.compile_dtype} only ({st.compile_backend}), since S/B '
              'and other precisions would not fit the time budget.']
     return '\n'.join(lines)
@@ -125,14 +140,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--quick', action='store_true', help='the same code on the CPU with tiny sizes (< 2 min)')
     parser.add_argument('--out', help='folder for gpu_check.json / .md / .log (default: $OUT, else '
                                       'output/gpu_check)')
-    parser.add_argument('--budget', type=float, help='seconds for all sections (default 420; --quick: 240)')
+    parser.add_argument('--budget', type=float, help='seconds for all sections (default 540; --quick: 300)')
     parser.add_argument('--only', help='comma-separated sections to run (default: all)')
     parser.add_argument('--skip', help='comma-separated sections to leave out')
     parser.add_argument('--list', action='store_true', help='print the sections and their rows, then exit')
     args = parser.parse_args(argv)
     if args.budget is not None and args.budget <= 0:
         parser.error(f'--budget: expected a positive number of seconds, got {args.budget}')
-    st = plan.quick_settings(args.budget or 240.) if args.quick else plan.full_settings(args.budget or 420.)
+    st = plan.quick_settings(args.budget or 300.) if args.quick else plan.full_settings(args.budget or 540.)
     try:
         chosen = plan.select(plan.sections(st), _names(args.only), _names(args.skip))
     except ValueError as e:
@@ -145,8 +160,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f'gpu_check: no CUDA device is visible (torch {torch.__version__}, CUDA build {torch.version.cuda}); '
               'the CPU smoke run is --quick', file=sys.stderr)
         return 2
+    unavailable = missing_modules(chosen)
+    for name, modules in unavailable.items():
+        print(f"gpu_check: warning: section {name} skipped: python module(s) {', '.join(modules)} not installed "
+              "(benchmarks/gpu_check.sh installs them from wheels in .whl/)", file=sys.stderr, flush=True)
     for section in chosen:  # import every section's code here, once, so that forked sections inherit it
-        runner.resolve(section.target)
+        if section.name not in unavailable:
+            runner.resolve(section.target)
 
     out_dir = os.path.abspath(args.out or os.environ.get('OUT') or os.path.join(REPO, 'output', 'gpu_check'))
     os.makedirs(out_dir, exist_ok=True)
@@ -161,9 +181,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         sections=[s.name for s in chosen], complete=False))
     report.plan([row for section in chosen for row in section.rows] + plan.derived_rows(st))
     show = _print_row(start)
+    for section in chosen:
+        if section.name in unavailable:
+            for row in section.rows:
+                report.update(Row(row.key, row.label, row.unit, status=SKIPPED, reason='needs python module(s) '
+                                  f"{', '.join(unavailable[section.name])}, not installed: put the wheels in .whl/ "
+                                  '(benchmarks/gpu_check.sh --fetch-wheels where PyPI is reachable)'))
+                show(report.get(row.key))
     print(f'gpu_check: {len(chosen)} sections, budget {st.budget:.0f} s; rows -> {report.json_path}, '
           f'section output -> {log_path}', flush=True)
-    runner.run_all(chosen, st, report, start + st.budget, log_path, show,
+    runner.run_all([s for s in chosen if s.name not in unavailable], st, report, start + st.budget, log_path, show,
                    on_section=lambda s, cap: print(f'[{time.monotonic() - start:6.1f} s] section {s.name} '
                                                    f'(at most {cap:.0f} s)', flush=True))
     derive(st, report)

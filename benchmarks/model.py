@@ -49,6 +49,7 @@ from models import VideoFocalNet
 from models.registry import ARCHITECTURES
 
 NUM_CLASSES = 400
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # --- memory -------------------------------------------------------------------------------------------------
@@ -73,11 +74,13 @@ def _proc_status_kb(field: str) -> int:
 
 
 class PeakMemory:
-    """Peak memory (bytes) of the code run inside ``with PeakMemory(device) as m:``; read ``m.peak``."""
+    """Peak memory (bytes) of the code run inside ``with PeakMemory(device) as m:``: ``m.peak`` over what was
+    allocated before (weights, optimizer state, inputs), ``m.absolute`` the whole peak (what must fit)."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.peak: Optional[int] = None
+        self.absolute: Optional[int] = None
 
     def __enter__(self) -> 'PeakMemory':
         gc.collect()
@@ -94,9 +97,10 @@ class PeakMemory:
     def __exit__(self, *exc) -> None:
         if self.device.type == 'cuda':
             torch.cuda.synchronize()
-            self.peak = torch.cuda.max_memory_allocated() - self._start
+            self.absolute = torch.cuda.max_memory_allocated()
         else:
-            self.peak = _proc_status_kb('VmHWM') * 1024 - self._start
+            self.absolute = _proc_status_kb('VmHWM') * 1024
+        self.peak = self.absolute - self._start
 
 
 # --- contention ---------------------------------------------------------------------------------------------
@@ -139,8 +143,13 @@ class OtherLoad:
 # --- models -------------------------------------------------------------------------------------------------
 
 def _focalnet_kwargs(args: argparse.Namespace) -> dict:
-    return dict(ARCHITECTURES[f'video_focalnet_{args.model}'], num_classes=NUM_CLASSES, num_frames=args.frames,
-                img_size=args.size, drop_path_rate=0.)
+    kwargs = dict(ARCHITECTURES[f'video_focalnet_{args.model}'], num_classes=NUM_CLASSES, num_frames=args.frames,
+                  img_size=args.size, drop_path_rate=0.)
+    if args.embed_dim:
+        kwargs['embed_dim'] = args.embed_dim
+    if args.depths:
+        kwargs['depths'] = args.depths
+    return kwargs
 
 
 class _ChannelsFirstVideo(nn.Module):
@@ -253,8 +262,9 @@ def _measure_memory(case: Case, args: argparse.Namespace, device: torch.device, 
 
 def _memory_in_child(case: Case, argv: List[str]) -> List[int]:
     """CPU: measure in a fresh process with the mmap-everything allocator setting (see module docstring)."""
-    cmd = [sys.executable, os.path.abspath(__file__), *argv, '--memory-case', case.name]
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    # as a module from the repository root: run as a file, the child would not find the ``benchmarks`` package
+    cmd = [sys.executable, '-m', 'benchmarks.model', *argv, '--memory-case', case.name]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     if out.returncode:
         raise RuntimeError(f'memory measurement of {case.name} failed:\n{out.stderr[-3000:]}')
     line = next(line for line in out.stdout.splitlines() if line.startswith('PEAK '))
@@ -352,6 +362,8 @@ def _machine(device: torch.device) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description='Video-FocalNet speed/memory benchmark (see module docstring).')
     p.add_argument('--model', choices=['tiny', 'small', 'base'], default='tiny')
+    p.add_argument('--embed-dim', type=int, help="override the model's width (e.g. 8 for a smoke run)")
+    p.add_argument('--depths', type=int, nargs=4, metavar='N', help="override the model's blocks per stage")
     p.add_argument('--batch', type=int, default=2)
     p.add_argument('--frames', type=int, default=8)
     p.add_argument('--size', type=int, default=224)

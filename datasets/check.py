@@ -198,7 +198,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--opts', nargs='+', default=[], help="config overrides 'KEY VALUE' pairs")
     args = parser.parse_args(argv)
 
-    from engine.config import ConfigError, load_config
+    from engine.config import load_config  # the command line's config loader (the library part needs none)
+    from utils.errors import ConfigError
     from .annotations import AnnotationError
     try:
         config = load_config(args.cfg, args.opts)

@@ -38,6 +38,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from .transforms import host_to_device
+
 _logger = logging.getLogger(__name__)
 
 __all__ = ['Mixup', 'build_mixup', 'smooth_one_hot']
@@ -45,6 +47,12 @@ __all__ = ['Mixup', 'build_mixup', 'smooth_one_hot']
 MIXUP_MODES = ('batch', 'pair', 'elem')
 # Separates this generator's stream from the data pipeline's, which may also be seeded from SEED.
 _STREAM_TAG = 0x6D697875
+
+
+def _to_device(array: np.ndarray, device: torch.device, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """``array`` on ``device`` without a CPU-GPU sync (``host_to_device``); the dtype is converted on the CPU."""
+    tensor = torch.from_numpy(array)
+    return host_to_device(tensor if dtype is None else tensor.to(dtype), device)
 
 
 def smooth_one_hot(labels: torch.Tensor, num_classes: int, smoothing: float = 0.0,
@@ -202,7 +210,7 @@ class Mixup:
         if self.rng.random() >= self.prob:
             return imgs, targets
         height, width = imgs.shape[-2:]
-        perm = torch.from_numpy(self.rng.permutation(imgs.shape[0])).to(imgs.device)
+        perm = _to_device(self.rng.permutation(imgs.shape[0]), imgs.device)
         if self._use_cutmix():
             y1, y2, x1, x2 = (int(v) for v in self._cutmix_boxes(1, height, width)[0])
             lam = 1.0 - (y2 - y1) * (x2 - x1) / float(height * width)
@@ -210,9 +218,10 @@ class Mixup:
             mixed[..., y1:y2, x1:x2] = imgs[perm, ..., y1:y2, x1:x2]
         else:
             lam = float(self.rng.beta(self.mixup_alpha, self.mixup_alpha))
-            lam_t = torch.tensor(lam, dtype=torch.float32, device=imgs.device)
+            # a 0-dim CPU tensor enters a CUDA kernel as a scalar argument: no copy, no sync, the same float32 values
+            lam_t = torch.tensor(lam, dtype=torch.float32)
             mixed = lam_t * imgs + (1.0 - lam_t) * imgs[perm]
-        lam_t = torch.tensor(lam, dtype=torch.float32, device=targets.device)
+        lam_t = torch.tensor(lam, dtype=torch.float32)
         return mixed, lam_t * targets + (1.0 - lam_t) * targets[perm]
 
     def _mix_per_sample(self, imgs: torch.Tensor, targets: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -249,19 +258,19 @@ class Mixup:
 
         device = imgs.device
         # Weight of the sample itself per pixel: lam (Mixup), 0 inside the box (CutMix), 1 if unmixed.
-        lam_t = torch.from_numpy(sample_lam).to(device=device, dtype=torch.float32)
+        lam_t = _to_device(sample_lam, device, torch.float32)
         weight = lam_t.view(batch, 1, 1).expand(batch, height, width)
         if sample_cut.any():
-            box_t = torch.from_numpy(sample_boxes).to(device)
+            box_t = _to_device(sample_boxes, device)
             rows = torch.arange(height, device=device)
             cols = torch.arange(width, device=device)
             in_rows = (rows[None] >= box_t[:, 0:1]) & (rows[None] < box_t[:, 1:2])
             in_cols = (cols[None] >= box_t[:, 2:3]) & (cols[None] < box_t[:, 3:4])
             inside = in_rows[:, :, None] & in_cols[:, None, :]
-            cut_t = torch.from_numpy(sample_cut).to(device).view(batch, 1, 1)
+            cut_t = _to_device(sample_cut, device).view(batch, 1, 1)
             weight = torch.where(cut_t, (~inside).float(), weight)
         weight = weight.reshape((batch,) + (1,) * (imgs.dim() - 3) + (height, width)).to(imgs.dtype)
-        partner_t = torch.from_numpy(partner).to(device)
+        partner_t = _to_device(partner, device)
         mixed = imgs * weight + imgs[partner_t] * (1 - weight)
         lam_col = lam_t.view(batch, 1).to(targets.device)
         return mixed, lam_col * targets + (1.0 - lam_col) * targets[partner_t.to(targets.device)]

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -54,12 +54,35 @@ BILINEAR = InterpolationMode.BILINEAR
 # ---------------------------------------------------------------------------------------------------------
 # Normalisation and random erasing (on the device)
 # ---------------------------------------------------------------------------------------------------------
+def host_to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU ``tensor`` on ``device`` without a CPU-GPU sync: a copy from pageable memory blocks the host until
+    the GPU has caught up with its queue, one from pinned memory does not (PyTorch's caching host allocator
+    keeps the pinned block until the copy has run). On the CPU: ``tensor.to(device)``."""
+    if device.type == 'cuda':
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
+_NORMALIZATION_CONSTANTS: Dict[torch.device, Tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _normalization_constants(device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(mean, 1 / std)`` as float32 (3, 1, 1) tensors on ``device``, made once per device: building them
+    per batch with ``torch.tensor(..., device='cuda')`` is a blocking host-to-device copy (a CPU-GPU sync
+    every micro-batch)."""
+    constants = _NORMALIZATION_CONSTANTS.get(device)
+    if constants is None:
+        mean = torch.tensor(MEAN, device=device, dtype=torch.float32).view(3, 1, 1)
+        inv_std = 1.0 / torch.tensor(STD, device=device, dtype=torch.float32).view(3, 1, 1)
+        constants = _NORMALIZATION_CONSTANTS[device] = (mean, inv_std)
+    return constants
+
+
 def normalize_clip(imgs: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 clips (..., 3, H, W) -> normalised ``dtype``, on whatever device ``imgs`` is on."""
     if imgs.shape[-3] != 3:
         raise ValueError(f"normalize_clip: expected 3 channels at dim -3, got shape {tuple(imgs.shape)}")
-    mean = torch.tensor(MEAN, device=imgs.device, dtype=torch.float32).view(3, 1, 1)
-    inv_std = 1.0 / torch.tensor(STD, device=imgs.device, dtype=torch.float32).view(3, 1, 1)
+    mean, inv_std = _normalization_constants(imgs.device)
     out = imgs.to(torch.float32).sub_(mean).mul_(inv_std)
     return out if dtype == torch.float32 else out.to(dtype)
 

@@ -24,10 +24,7 @@ from yacs.config import CfgNode as CN
 
 from engine.amp import AMP_OPT_LEVELS
 from engine.defaults import _C, get_default_config
-
-
-class ConfigError(ValueError):
-    """A config file, key or value is not what is expected."""
+from utils.errors import ConfigError  # noqa: F401  (its home is below models/ and datasets/, which raise it too)
 
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

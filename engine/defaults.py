@@ -170,6 +170,7 @@ _C.OUTPUT = 'output'                      # output root; the run goes to OUTPUT/
 _C.TAG = 'default'                        # last folder of the output path ('default' = derived from LR, epochs ...)
 _C.SAVE_FREQ = 1                          # ckpt_epoch_N.pth every SAVE_FREQ epochs (and at the last)
 _C.PRINT_FREQ = 100                       # a log line every PRINT_FREQ optimizer updates
+_C.PROGRESS_BAR = True                    # training progress bar with rate and ETA (rank 0; only when stdout is a terminal)
 _C.SEED = 0                               # random seed (each rank uses SEED + rank)
 _C.EVAL_MODE = False                      # set by --eval: only evaluate MODEL.RESUME on DATA.VAL_FILE
 _C.THROUGHPUT_MODE = False                # set by --throughput: measure clips/s and exit

@@ -26,16 +26,18 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from datasets import apply_random_erasing, build_eval_loader, build_mixup, build_train_loader, normalize_clip
+from datasets.transforms import host_to_device
 from engine.amp import amp_dtype, autocast, build_grad_scaler
 from engine.checkpoint import checkpoint_names, load_model_weights, load_pretrained, make_checkpoint, \
     restore_rng_state, write_checkpoint
+from engine.compile import compile_for_training
 from engine.config import ConfigError, config_to_yaml
 from engine.ema import ModelEma
 from engine.evaluator import evaluate_views, test_and_report
 from engine.losses import build_criterion
 from engine.lr_schedule import build_scheduler
 from engine.meters import AverageMeter
-from utils.progress import format_duration
+from utils.progress import ProgressBar, format_duration
 from engine.optim import build_optimizer, clip_gradients
 from engine.preemption import PreemptedError, PreemptionFlag
 from engine.resume import gather_random_states, resolve_resume, restore_training_state, skip_first_batches
@@ -107,7 +109,7 @@ class Trainer:
             self.ema = ModelEma(self.model, config.TRAIN.EMA_DECAY)
         self.eval_model: torch.nn.Module = model
         if config.TRAIN.COMPILE:
-            self.train_model = torch.compile(self.train_model)
+            self.train_model = compile_for_training(self.train_model, config, dist_info.distributed)
             self.eval_model = torch.compile(model)
         self.tb = TensorBoardWriter(os.path.join(config.OUTPUT, 'tensorboard'),
                                     enabled=config.TENSORBOARD and dist_info.is_main)
@@ -196,7 +198,15 @@ class Trainer:
         self.tb.flush()
 
     def train_one_epoch(self, epoch: int, skip_updates: int) -> Dict[str, float]:
+        """One epoch of updates from ``skip_updates`` on (a mid-epoch resume); returns the epoch's statistics.
+
+        One collective and one device-to-host transfer per update: the flags every rank must agree on
+        (non-finite loss, preemption, unreadable videos) are all-reduced on the device and read together
+        with this rank's loss and gradient norm, so the GPU is waited for once per update (and by the fp16
+        loss scaler, which reads its inf check), never per micro-batch."""
         config, device = self.config, self.device
+        epoch_begin = time.time()
+        self._time_last_epoch(epoch_begin)
         self.sampler.set_epoch(epoch)
         if self.mixup is not None and hasattr(self.mixup, 'set_epoch'):
             self.mixup.set_epoch(epoch)
@@ -208,12 +218,15 @@ class Trainer:
         self.train_model.train()
         self.optimizer.zero_grad(set_to_none=True)
         meters = {k: AverageMeter() for k in ('loss', 'grad_norm', 'step_time', 'data_time')}
-        unreadable = torch.zeros(2, dtype=torch.float64)  # this epoch, all ranks: [unreadable, drawn]
+        unreadable = [0.0, 0.0]                            # this epoch, all ranks: [unreadable, drawn]
         pending = torch.zeros(2, dtype=torch.float64)     # this rank, not yet reduced
         per_update = self.accum * config.DATA.BATCH_SIZE * max(1, config.AUG.REPEATED_AUG) * self.dist.world_size
         epoch_videos = self.updates_per_epoch * per_update // max(1, config.AUG.REPEATED_AUG)
         if device.type == 'cuda':
             torch.cuda.reset_peak_memory_stats(device)
+        bar = ProgressBar(self.updates_per_epoch, desc=f'train {epoch}', initial=skip_updates, unit='clips',
+                          unit_scale=per_update, tty_only=True,
+                          enabled=self.dist.is_main and bool(config.get('PROGRESS_BAR', True)))
         end = time.time()
         for update in range(skip_updates, self.updates_per_epoch):
             loss_sum = torch.zeros((), device=device)
@@ -222,20 +235,24 @@ class Trainer:
                 tick = time.time()
                 batch = next(batches)
                 data_time += time.time() - tick
-                pending += torch.tensor([float(batch['num_unreadable']),
-                                         batch['label'].shape[0] / max(1, config.AUG.REPEATED_AUG)],
-                                        dtype=torch.float64)
+                pending[0] += batch['num_unreadable']  # host tensors (the loader's), added without a read
+                pending[1] += batch['label'].shape[0] / max(1, config.AUG.REPEATED_AUG)
                 loss_sum += self.forward_backward(batch, last=micro == self.accum - 1)
-            # One collective per update: [non-finite loss, preemption, unreadable, drawn] summed over ranks.
-            flags = torch.cat([(~torch.isfinite(loss_sum)).double().view(1).cpu(),
-                               torch.tensor([float(self.preemption.requested)], dtype=torch.float64), pending])
-            flags = du.all_reduce_sum(flags.to(device)).cpu()
-            pending.zero_()
-            unreadable += flags[2:]
             global_step = epoch * self.updates_per_epoch + update
-            if flags[0] > 0:
+            grad_norm_t = self.unscale_and_clip(global_step)
+            # One collective per update: [non-finite loss, preemption, unreadable, drawn] summed over ranks,
+            # read in one transfer with this rank's loss sum and gradient norm.
+            host = torch.cat([torch.tensor([float(self.preemption.requested)], dtype=torch.float64), pending])
+            flags = torch.cat([(~torch.isfinite(loss_sum)).double().view(1), host_to_device(host, device)])
+            flags = du.all_reduce_sum(flags)
+            values = torch.cat([flags, loss_sum.double().view(1),
+                                grad_norm_t.to(device=device, dtype=torch.float64).view(1)]).tolist()
+            non_finite, preempted, loss_value, grad_norm = values[0], values[1], values[4], values[5]
+            pending.zero_()
+            unreadable = [unreadable[0] + values[2], unreadable[1] + values[3]]
+            if non_finite > 0:
                 raise NonFiniteLossError(
-                    f'loss is {loss_sum.item()} on this rank ({int(flags[0])} rank(s) non-finite) at epoch {epoch}, '
+                    f'loss is {loss_value} on this rank ({int(non_finite)} rank(s) non-finite) at epoch {epoch}, '
                     f'update {update} (global step {global_step}, lr {self.optimizer.param_groups[0]["lr"]:.3g}). '
                     'Stopped before the optimizer step; no checkpoint was written from this state. Try a lower '
                     'TRAIN.BASE_LR, TRAIN.CLIP_GRAD > 0, or TRAIN.AMP bf16 instead of fp16.')
@@ -245,22 +262,39 @@ class Trainer:
                     f'than DATA.MAX_UNREADABLE_FRACTION={config.DATA.MAX_UNREADABLE_FRACTION} of the '
                     f'{epoch_videos} per epoch; the log names each one. Check the data with '
                     f'python -m datasets.check --cfg CONFIG --split train')
-            grad_norm = self.optimizer_step(global_step)
-            meters['loss'].update(loss_sum.item() / self.accum)
+            self.optimizer_step(global_step, grad_norm)
+            meters['loss'].update(loss_value / self.accum)
             if math.isfinite(grad_norm):  # fp16 steps skipped by the loss scaler are not averaged in
                 meters['grad_norm'].update(grad_norm)
             meters['data_time'].update(data_time)
             meters['step_time'].update(time.time() - end)
             end = time.time()
+            bar.update()
             if (update + 1) % config.PRINT_FREQ == 0 or update + 1 == self.updates_per_epoch:
+                bar.clear()
                 self._log_step(epoch, update, global_step, meters, per_update)
-            if flags[1] > 0:
+                bar.refresh()
+            if preempted > 0:
+                bar.close()
                 self._save_preempted(epoch, update + 1)
+        bar.close()
         if unreadable[0]:
             logger.warning(f'epoch {epoch}: {int(unreadable[0])} unreadable videos were replaced by others')
         data_wait = self._log_data_wait(epoch, meters['data_time'].sum, meters['step_time'].sum)
+        self._epoch_timing['train_seconds'] = time.time() - epoch_begin
         return {'train_loss': meters['loss'].avg, 'lr': self.optimizer.param_groups[0]['lr'],
                 'unreadable': int(unreadable[0]), 'data_wait_fraction': round(data_wait, 4)}
+
+    def _time_last_epoch(self, now: float) -> None:
+        """At an epoch's start: the time the previous epoch spent after its updates (validation, saving),
+        which the run ETA adds for every epoch still to come."""
+        timing = getattr(self, '_epoch_timing', None)
+        if timing is None:
+            self._epoch_timing = {'begin': now, 'train_seconds': None, 'overhead_seconds': 0.0}
+            return
+        if timing['train_seconds'] is not None:
+            timing['overhead_seconds'] = max(0.0, now - timing['begin'] - timing['train_seconds'])
+        timing.update(begin=now, train_seconds=None)
 
     def _log_data_wait(self, epoch: int, data_seconds: float, step_seconds: float) -> float:
         """Log the fraction of this epoch's step time spent waiting for the loader (mean and worst rank).
@@ -284,7 +318,8 @@ class Trainer:
         return mean
 
     def forward_backward(self, batch: Dict[str, Any], last: bool) -> torch.Tensor:
-        """Normalise, erase and mix on the device, forward, backward of loss / ACCUMULATION_STEPS; returns the loss."""
+        """Normalise, erase and mix on the device, forward, backward of loss / ACCUMULATION_STEPS; returns the
+        loss (on the device: reading it here would wait for the GPU every micro-batch)."""
         imgs = normalize_clip(batch['imgs'].to(self.device, non_blocking=True))
         if 'erase_boxes' in batch:  # AUG.REPROB > 0: boxes drawn by the data pipeline, filled on the device
             imgs = apply_random_erasing(imgs, batch['erase_boxes'], mode=self.config.AUG.REMODE)
@@ -299,15 +334,19 @@ class Trainer:
             self.scaler.scale(loss / self.accum).backward()
         return loss.detach().float()
 
-    def optimizer_step(self, global_step: int) -> float:
-        """LR for this update, unscale, clip once, step, update the scaler and the EMA; returns the grad norm.
+    def unscale_and_clip(self, global_step: int) -> torch.Tensor:
+        """LR for this update, unscale (fp16), clip once; returns the gradient norm before clipping, on the
+        device (``train_one_epoch`` reads it with the update's other scalars)."""
+        self.scheduler.step_update(global_step)
+        self.scaler.unscale_(self.optimizer)
+        return clip_gradients(self.model.parameters(), self.config.TRAIN.CLIP_GRAD)
+
+    def optimizer_step(self, global_step: int, grad_norm: float) -> None:
+        """Step, update the scaler and the EMA, after ``unscale_and_clip`` gave ``grad_norm``.
 
         With fp16 a non-finite gradient is the loss scaler's business (it skips the step and lowers the
         scale); otherwise it stops training before the step, like a non-finite loss. Gradients are
         all-reduced, so every rank takes the same decision."""
-        self.scheduler.step_update(global_step)
-        self.scaler.unscale_(self.optimizer)
-        grad_norm = float(clip_gradients(self.model.parameters(), self.config.TRAIN.CLIP_GRAD))
         if not math.isfinite(grad_norm) and not self.scaler.is_enabled():
             raise NonFiniteLossError(
                 f'the gradient norm is {grad_norm} at global step {global_step} (the loss was finite). Stopped '
@@ -318,19 +357,17 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
             self.ema.update(self.model)
-        return grad_norm
 
     def _log_step(self, epoch: int, update: int, global_step: int, meters: Dict[str, AverageMeter],
                   clips_per_update: int) -> None:
         config = self.config
         step_time = meters['step_time'].avg
-        remaining = self.updates_per_epoch - update - 1
-        run_remaining = remaining + (config.TRAIN.EPOCHS - epoch - 1) * self.updates_per_epoch
+        epoch_remaining, run_remaining = self._remaining_seconds(epoch, update, step_time)
         lr = self.optimizer.param_groups[0]['lr']
         clips_per_s = clips_per_update / meters['step_time'].val if meters['step_time'].val > 0 else 0.0
         mem = memory_mb(self.device)
         logger.info(f"Train: [{epoch}/{config.TRAIN.EPOCHS}][{update + 1}/{self.updates_per_epoch}]  "
-                    f"eta {format_duration(remaining * step_time)} (run {format_duration(run_remaining * step_time)})  "
+                    f"epoch ETA {format_duration(epoch_remaining)}  run ETA {format_duration(run_remaining)}  "
                     f"lr {lr:.6f}  time {meters['step_time'].val:.3f} ({step_time:.3f})  "
                     f"data {meters['data_time'].val:.3f}  loss {meters['loss'].val:.4f} ({meters['loss'].avg:.4f})  "
                     f"grad_norm {meters['grad_norm'].val:.4f} ({meters['grad_norm'].avg:.4f})  "
@@ -338,6 +375,16 @@ class Trainer:
         self.tb.scalars(global_step, 'train', loss=meters['loss'].val, lr=lr, grad_norm=meters['grad_norm'].val,
                         data_time=meters['data_time'].val, step_time=meters['step_time'].val,
                         clips_per_s=clips_per_s, memory_mb=mem)
+
+    def _remaining_seconds(self, epoch: int, update: int, step_time: float) -> tuple:
+        """``(epoch, run)`` seconds left after ``update`` of ``epoch``: the remaining updates at this epoch's mean
+        step time, and per epoch the time the last finished epoch spent after its updates (validation and
+        checkpoints; not known yet, so 0, during the first epoch of a run). The final test is not included."""
+        overhead = (getattr(self, '_epoch_timing', None) or {}).get('overhead_seconds', 0.0)
+        epoch_remaining = (self.updates_per_epoch - update - 1) * step_time + overhead
+        run_remaining = epoch_remaining + (self.config.TRAIN.EPOCHS - epoch - 1) * (
+            self.updates_per_epoch * step_time + overhead)
+        return epoch_remaining, run_remaining
 
     def _save_preempted(self, epoch: int, epoch_step: int) -> None:
         logger.warning(f'{self.preemption.signal_name or "preemption"} received: saving last.pth at epoch {epoch}, '

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from utils.errors import ConfigError
+
 from .architectures import ARCHITECTURES, DESIGNS
 from .video_focalnet import VideoFocalNet
 
@@ -23,10 +25,6 @@ PUBLISHED_SIZES = {size: (arch['embed_dim'], list(arch['depths'])) for size, arc
 
 
 def _config_error(msg: str) -> Exception:
-    try:
-        from engine.config import ConfigError
-    except ImportError:  # models/ used on its own
-        ConfigError = ValueError
     return ConfigError(msg)
 
 

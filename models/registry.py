@@ -4,7 +4,7 @@ The published architectures (``models.architectures.ARCHITECTURES``) are the def
 argument of ``VideoFocalNet`` passed as a keyword overrides them (``embed_dim``, ``depths``, ``num_frames``,
 ``design``, ...). No weights can be downloaded (the original's URLs were empty); load a local checkpoint with
 ``timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=PATH))``. The file is read with
-the project's safe loader (``engine.checkpoint``), so the original's files (which pickle a yacs config)
+the project's safe loader (``utils/checkpoint_file.py``), so the original's files (which pickle a yacs config)
 load without executing pickled code. If ``num_classes`` differs from the checkpoint's head, the head is
 left freshly initialised and everything else is loaded strictly. Stage features:
 ``model.forward_intermediates`` (timm's ``features_only`` wrappers expect 2-D feature formats, NCHW/NHWC,
@@ -20,6 +20,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 
 from . import architectures
 from .video_focalnet import VideoFocalNet
+from .weights import extract_state_dict, load_checkpoint_file, load_model_weights
 
 _logger = logging.getLogger(__name__)
 
@@ -51,8 +52,6 @@ def load_local_weights(model: VideoFocalNet, path: str) -> None:
 
     A head whose shape differs from the checkpoint's (another ``num_classes``) is kept as initialised.
     """
-    from engine.checkpoint import extract_state_dict, load_checkpoint_file, load_model_weights
-
     state_dict = extract_state_dict(load_checkpoint_file(path), source=path)
     own = model.state_dict()
     for key in ('head.weight', 'head.bias'):

@@ -187,3 +187,88 @@ def test_quick_run_produces_every_row(tmp_path):
     assert data['meta']['complete'] and data['meta']['mode'] == 'quick'
     table = (out / 'gpu_check.md').read_text()
     assert table.count('\n| ') == len(planned) + 1 and 'FAILED' not in table
+
+
+# --- sections that cannot run, stopping torchrun, the model benchmark's memory child ----------------------
+
+def section_ok(st, out, deadline, arg):
+    out.ok('t.first', 1.0)
+    out.ok('t.second', 2.0)
+
+
+def test_a_section_needing_a_missing_module_is_skipped_and_the_rest_runs(tmp_path, monkeypatch, capsys):
+    from benchmarks import gpu_check
+    needs_missing = plan.Section('needs', 'tests.test_gpu_check:section_ok', '', (Row('n.row', 'row'),), 30, 0,
+                                 needs=('no_such_module_for_gpu_check',))
+    runs = _section('section_ok')
+    monkeypatch.setattr(plan, 'sections', lambda st: [needs_missing, runs])
+    monkeypatch.setattr(plan, 'derived_rows', lambda st: [])
+    code = gpu_check.main(['--quick', '--out', str(tmp_path)])
+    captured = capsys.readouterr()
+    rows = load_rows(str(tmp_path / 'gpu_check.json'))
+    assert rows['n.row'].status == SKIPPED and 'no_such_module_for_gpu_check' in rows['n.row'].reason
+    assert rows['t.first'].status == OK and rows['t.second'].status == OK
+    assert 'warning: section needs skipped' in captured.err
+    assert code == 1  # not every row was measured
+    assert gpu_check.missing_modules([runs, needs_missing]) == {'needs': ['no_such_module_for_gpu_check']}
+
+
+def test_only_main_py_and_loader_sections_need_the_wheels():
+    needs = {s.name: s.needs for s in plan.sections(plan.quick_settings())}
+    assert needs['toy'] == needs['ddp'] == plan.MAIN_PY_MODULES and needs['loader'] == ('av',)
+    assert all(not needs[name] for name in needs if name.split(':')[0] in ('model', 'batch', 'compile'))
+
+
+LAUNCHER = '''
+import signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)          # a launcher that does not stop on SIGTERM
+worker = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], start_new_session=True)
+print(worker.pid, flush=True)
+time.sleep(120)
+'''
+
+
+def _alive(pid):
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir('/proc'), reason='needs /proc')
+def test_a_timed_out_launcher_and_its_workers_in_other_sessions_are_stopped(tmp_path):
+    from benchmarks.gpucheck.toy_run import stop_launcher
+    proc = subprocess.Popen([sys.executable, '-c', LAUNCHER], stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    worker = int(proc.stdout.readline())
+    assert _alive(worker) and os.getsid(worker) != os.getsid(proc.pid)  # out of reach of the launcher's group
+    start = time.monotonic()
+    stop_launcher(proc, grace=1.0)
+    deadline = time.monotonic() + 10
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.returncode is not None and not _alive(worker)
+    assert time.monotonic() - start < 10
+
+
+@pytest.mark.slow
+def test_model_benchmark_runs_as_a_module_from_the_repository_root():
+    """Its CPU memory figures come from a child process, which must find the ``benchmarks`` package."""
+    proc = subprocess.run([sys.executable, '-m', 'benchmarks.model', '--embed-dim', '8', '--depths', '1', '1', '1', '1',
+                           '--batch', '1', '--frames', '2', '--size', '32', '--reps', '1', '--warmup', '0',
+                           '--skip-baselines', '--threads', '1', '--max-retries', '0'],
+                          cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    peak = [line for line in proc.stdout.splitlines() if line.startswith('| training peak memory, MiB')]
+    assert peak and 'nan' not in peak[0]
+
+
+def test_selective_checkpointing_verdict_follows_the_documented_rule():
+    from benchmarks.gpucheck.model_speed import selective_checkpointing_verdict
+    keep = selective_checkpointing_verdict(1.03, 10.0, 14.0)
+    assert 'keep TRAIN.SELECTIVE_CHECKPOINT True' in keep and '14.00 GiB' in keep
+    off = selective_checkpointing_verdict(1.20, 10.0, 14.0)
+    assert 'TRAIN.SELECTIVE_CHECKPOINT False is 20% faster' in off and '+4.00 GiB' in off
+    assert '5%' in open(os.path.join(REPO, 'docs', 'gpu.md')).read()  # the rule the note applies

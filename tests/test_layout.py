@@ -109,3 +109,48 @@ def test_tools_and_benchmarks_do_not_edit_sys_path():
     for path in glob.glob(os.path.join(REPO, 'tools', '*.py')) + glob.glob(os.path.join(REPO, 'benchmarks', '*.py')):
         source = open(path).read()
         assert 'sys.path.insert' not in source and 'sys.path.append' not in source, path
+
+
+def _engine_imports(path):
+    """``(line, enclosing function or None)`` of every import of ``engine`` in ``path``."""
+    tree = ast.parse(open(path).read(), path)
+    found = []
+
+    def visit(node, function):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                visit(child, child.name)
+                continue
+            names = []
+            if isinstance(child, ast.Import):
+                names = [alias.name for alias in child.names]
+            elif isinstance(child, ast.ImportFrom) and child.level == 0 and child.module:
+                names = [child.module]
+            if any(name.split('.')[0] == 'engine' for name in names):
+                found.append((child.lineno, function))
+            visit(child, function)
+
+    visit(tree, None)
+    return found
+
+
+def test_models_and_datasets_do_not_import_engine():
+    """models/ and datasets/ sit below engine/: their errors and checkpoint reading come from utils/. The one
+    exception is a command-line entry point (a ``main`` function run with ``python -m``), which may use the
+    run's config loader; a library function never does."""
+    offenders = {}
+    for pattern in ('models/*.py', 'models/**/*.py', 'datasets/*.py', 'datasets/**/*.py'):
+        for path in glob.glob(os.path.join(REPO, pattern), recursive=True):
+            bad = [line for line, function in _engine_imports(path) if function != 'main']
+            if bad:
+                offenders[os.path.relpath(path, REPO)] = bad
+    assert offenders == {}
+
+
+def test_config_error_is_one_class_everywhere():
+    from engine.config import ConfigError as from_engine
+    from utils.errors import ConfigError
+    import models.build
+    assert from_engine is ConfigError and issubclass(ConfigError, ValueError)
+    with pytest.raises(ConfigError):
+        raise models.build._config_error('x')

@@ -1,4 +1,4 @@
-"""A log-friendly progress bar with rate and ETA, and durations as text (used by evaluation and the data tools)."""
+"""A log-friendly progress bar with rate and ETA, and durations as text (used by training, evaluation and the data tools)."""
 from __future__ import annotations
 
 import datetime
@@ -16,30 +16,35 @@ class ProgressBar:
     """A one-line progress bar with rate and ETA on stderr.
 
     On a terminal it redraws in place; otherwise (log files, CI) it prints a line every 10% so that logs
-    stay readable.
+    stay readable, unless ``tty_only`` turns it off there.
 
     Args:
         total: number of steps (None = unknown: no percentage, no ETA).
         desc: label in front of the bar.
         enabled: False on ranks other than 0.
+        initial: steps already done before this bar started (a resumed epoch); the rate counts the new ones.
+        unit: what the rate counts (``it``, ``clips`` ...).
+        unit_scale: units per step (e.g. clips per optimizer update).
+        tty_only: draw only when both stdout (where the log goes) and stderr are terminals.
     """
 
-    def __init__(self, total: Optional[int], desc: str = '', enabled: bool = True) -> None:
+    def __init__(self, total: Optional[int], desc: str = '', enabled: bool = True, initial: int = 0,
+                 unit: str = 'it', unit_scale: float = 1.0, tty_only: bool = False) -> None:
         self.total = total
         self.desc = desc
-        self.enabled = enabled
-        self.done = 0
-        self.start = time.time()
         self._tty = sys.stderr.isatty()
-        self._last_decile = -1
+        self.enabled = enabled and (not tty_only or (self._tty and sys.stdout.isatty()))
+        self.initial = self.done = initial
+        self.unit, self.unit_scale = unit, unit_scale
+        self.start = time.time()
+        self._last_decile = int(10 * initial / total) if total and initial else -1
 
     def update(self, n: int = 1) -> None:
         self.done += n
         if not self.enabled:
             return
         if self._tty:
-            sys.stderr.write('\r' + self._line())
-            sys.stderr.flush()
+            self.refresh()
             return
         decile = int(10 * self.done / self.total) if self.total else -1
         if decile > self._last_decile:
@@ -47,17 +52,30 @@ class ProgressBar:
             sys.stderr.write(self._line() + '\n')
             sys.stderr.flush()
 
+    def refresh(self) -> None:
+        """Redraw the bar in place (terminals only)."""
+        if self.enabled and self._tty:
+            sys.stderr.write('\r' + self._line() + '\033[K')
+            sys.stderr.flush()
+
+    def clear(self) -> None:
+        """Erase the bar from its line (terminals only), e.g. before a log line is printed; ``refresh`` redraws."""
+        if self.enabled and self._tty:
+            sys.stderr.write('\r\033[K')
+            sys.stderr.flush()
+
     def _line(self) -> str:
         elapsed = time.time() - self.start
-        rate = self.done / elapsed if elapsed > 0 else 0.0
+        rate = (self.done - self.initial) / elapsed if elapsed > 0 else 0.0
+        shown = f"{rate * self.unit_scale:.2f} {self.unit}/s"
         if self.total:
             frac = min(1.0, self.done / self.total)
             width = 24
             fill = int(width * frac)
             eta = (self.total - self.done) / rate if rate > 0 else 0.0
             return (f"{self.desc} [{'#' * fill}{'.' * (width - fill)}] {self.done}/{self.total} "
-                    f"{100 * frac:5.1f}% {rate:.2f} it/s elapsed {format_duration(elapsed)} eta {format_duration(eta)}")
-        return f"{self.desc} {self.done} it {rate:.2f} it/s elapsed {format_duration(elapsed)}"
+                    f"{100 * frac:5.1f}% {shown} elapsed {format_duration(elapsed)} eta {format_duration(eta)}")
+        return f"{self.desc} {self.done} it {shown} elapsed {format_duration(elapsed)}"
 
     def close(self) -> None:
         if self.enabled and self._tty:

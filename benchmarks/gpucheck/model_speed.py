@@ -5,8 +5,8 @@ Both implementations get the same weights (the reference loads ``models/``' stat
 use the published recipe's step: SGD with Nesterov momentum, cross-entropy, ``torch.autocast`` for fp16
 and bf16 and a ``GradScaler`` for fp16; stochastic depth is 0 so both do the same arithmetic. ``models/``
 trains as it does by default, with selective activation checkpointing; one extra row turns that off. fp32
-rows run with PyTorch's defaults (cuDNN may use TF32 for convolutions, matmuls do not); the logits and
-gradient comparison turns TF32 off everywhere, so that it compares fp32 with fp32.
+rows run as main.py trains (TF32 for matmuls and convolutions, ``utils.env.configure_determinism``); the
+logits and gradient comparison turns TF32 off everywhere, so that it compares fp32 with fp32.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from benchmarks.reference_video_focalnet import ReferenceVideoFocalNet
 from models import VideoFocalNet
+from utils.env import configure_determinism
 
 from .plan import DTYPES, MODES, ModelSize, Settings
 from .report import one_line
@@ -37,7 +38,7 @@ def setup_device(st: Settings, out: Channel) -> torch.device:
         if not torch.cuda.is_available():
             raise RuntimeError(f'no CUDA device visible (torch {torch.__version__}, CUDA build '
                                f'{torch.version.cuda}); the CPU smoke run is --quick')
-        torch.backends.cudnn.benchmark = True   # as main.py trains
+        configure_determinism(False)   # as main.py trains: cuDNN autotuning, TF32 matmuls and convolutions
         props = torch.cuda.get_device_properties(0)
         out.meta(gpu=props.name, gpu_memory_gib=round(props.total_memory / GIB, 1),
                  gpu_capability=f'{props.major}.{props.minor}', cuda=torch.version.cuda,
@@ -203,9 +204,12 @@ def run_size(st: Settings, out: Channel, deadline: float, name: str) -> None:
             out.failed(key, 'no training step of this precision ran')
             continue
         try:
-            peaks = {impl: peak_memory(step, device) / GIB for impl, step in train_steps.items()}
-            out.ok(key, peaks['ours'], peaks['ref'], note='' if device.type == 'cuda' else
-                   'CPU: rise of the resident-set high-water mark, approximate')
+            peaks = {impl: peak_memory(step, device) for impl, step in train_steps.items()}
+            absolute = (f"absolute peak (weights, optimizer state, batch included): models/ "
+                        f"{peaks['ours'][1] / GIB:.2f}, reference {peaks['ref'][1] / GIB:.2f} GiB")
+            out.ok(key, peaks['ours'][0] / GIB, peaks['ref'][0] / GIB,
+                   note=absolute if device.type == 'cuda' else
+                   f'CPU: rise of the resident-set high-water mark, approximate; {absolute}')
         except Exception as e:
             out.failed(key, one_line(e))
         del train_steps
@@ -231,12 +235,27 @@ def _time_without_selective_checkpointing(st: Settings, ours: nn.Module, x: torc
             finally:
                 ours.set_selective_checkpointing(True)
         t = time_interleaved({'default': default, 'plain': without}, device, st.warmup, st.iters, st.time_cap)
-        peak = peak_memory(without, device) / GIB
-        out.ok(key, st.batch / t['plain'], note=f"{t['default'] / t['plain']:.2f}x the default's clips/s; "
-               f'peak memory {peak:.2f} GiB')
+        peak_off, peak_on = peak_memory(without, device)[1], peak_memory(default, device)[1]
+        out.ok(key, st.batch / t['plain'], note=selective_checkpointing_verdict(
+            t['default'] / t['plain'], peak_on / GIB, peak_off / GIB))
     except Exception as e:
         out.failed(key, one_line(e))
         free_memory(device)
+
+
+SAC_MIN_GAIN = 0.05   # below this speed-up, turning selective checkpointing off is not worth its memory
+
+
+def selective_checkpointing_verdict(speedup: float, peak_on_gib: float, peak_off_gib: float) -> str:
+    """The rule docs/gpu.md states, applied to one measurement: ``speedup`` = clips/s without selective
+    checkpointing / clips/s with it (the default); peaks are absolute training peaks at the row's batch."""
+    figures = (f'off: {speedup:.2f}x the default\'s clips/s, absolute peak {peak_off_gib:.2f} GiB vs '
+               f'{peak_on_gib:.2f} GiB with it')
+    if speedup < 1 + SAC_MIN_GAIN:
+        return f'{figures}; keep TRAIN.SELECTIVE_CHECKPOINT True (the default): off gains under ' \
+               f'{SAC_MIN_GAIN:.0%}'
+    return (f'{figures}; TRAIN.SELECTIVE_CHECKPOINT False is {speedup - 1:.0%} faster where the batch still fits '
+            f'with it off ({peak_off_gib - peak_on_gib:+.2f} GiB at this batch)')
 
 
 def run_compiled(st: Settings, out: Channel, deadline: float, mode: str) -> None:

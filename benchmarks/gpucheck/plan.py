@@ -1,7 +1,7 @@
 """What a run measures: the settings of the full GPU run and of ``--quick`` (CPU, tiny sizes), the sections
 in the order they run, and the rows every section must produce.
 
-The full run is sized for one H200 and at most 8 minutes, setup included: sections run in order of how much
+The full run is sized for one H100 / H200 and about 10 minutes, setup included: sections run in order of how much
 their answer matters, each in its own process with a time cap taken from what is left of ``budget``, so
 that a slow or crashing section costs only its own rows. ``torch.compile`` runs last and for Video-FocalNet-T
 in bf16 only: compiling S and B (or other precisions) would not fit the budget, and the table says so.
@@ -15,6 +15,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 from .report import Row
 
 DTYPES = ('fp32', 'fp16', 'bf16')
+# what main.py needs beyond torch and timm (config files, logging, the toy videos' writer)
+MAIN_PY_MODULES = ('yacs', 'termcolor', 'av')
 MODES = ('infer', 'train')
 MODE_WORDS = {'infer': 'inference', 'train': 'training step'}
 
@@ -84,7 +86,7 @@ class Settings:
         return next(s for s in self.sizes if s.name == name)
 
 
-def full_settings(budget: float = 420.) -> Settings:
+def full_settings(budget: float = 540.) -> Settings:
     cores = os.cpu_count() or 1
     return Settings(
         quick=False, device='cuda', sizes=PUBLISHED, frames=8, img_size=224, num_classes=400, batch=8,
@@ -96,7 +98,7 @@ def full_settings(budget: float = 420.) -> Settings:
         loader_batch=8, loader_batches=80, loader_workers=cores, budget=budget)
 
 
-def quick_settings(budget: float = 240.) -> Settings:
+def quick_settings(budget: float = 300.) -> Settings:
     cores = os.cpu_count() or 1
     return Settings(
         quick=True, device='cpu', sizes=TINY, frames=2, img_size=32, num_classes=10, batch=2, parity_batch=2,
@@ -123,6 +125,8 @@ class Section:
         rows: the rows it must produce; those it does not produce become FAILED rows.
         cap: the most seconds it may take; less when less of the budget is left.
         min_time: below this much budget left it is not started (its rows become SKIPPED).
+        needs: python modules it cannot run without (beyond torch and timm); where one is missing its rows
+            become SKIPPED and the other sections run.
     """
 
     name: str
@@ -131,6 +135,7 @@ class Section:
     rows: Tuple[Row, ...]
     cap: float
     min_time: float
+    needs: Tuple[str, ...] = ()
 
 
 def _model_rows(st: Settings, size: ModelSize) -> List[Row]:
@@ -144,9 +149,10 @@ def _model_rows(st: Settings, size: ModelSize) -> List[Row]:
         for mode in MODES:
             rows.append(Row(f'speed.{size.name}.{dtype}.{mode}', f'{t}: {MODE_WORDS[mode]} {dtype}, batch {b}',
                             'clips/s'))
-        rows.append(Row(f'memory.{size.name}.{dtype}', f'{t}: training peak memory {dtype}, batch {b}', 'GiB'))
+        rows.append(Row(f'memory.{size.name}.{dtype}', f'{t}: training peak memory {dtype}, batch {b}, over the '
+                        'weights (the note: absolute)', 'GiB'))
     rows.append(Row(f'speed.{size.name}.bf16.train_nosac', f'{t}: training step bf16, batch {b}, models/ with '
-                    'selective checkpointing off', 'clips/s'))
+                    'selective checkpointing off (the note says whether to keep the default)', 'clips/s'))
     return rows
 
 
@@ -166,6 +172,14 @@ def _toy_rows(st: Settings) -> List[Row]:
             Row('dist.ddp', f'process group ({backend}, world size 1): all_reduce + DDP training step', 's')]
 
 
+def _ddp_rows(st: Settings) -> List[Row]:
+    where = 'one GPU, gloo with CUDA tensors' if st.device == 'cuda' else 'CPU, gloo'
+    opts = '--use-checkpoint --accumulation-steps 2'
+    return [Row('ddp.train', f'main.py toy on 2 ranks ({where}), {opts}: train 2 epochs', 's'),
+            Row('ddp.resume', f'main.py toy on 2 ranks, {opts}: same command with 3 epochs (auto-resume)', 's'),
+            Row('ddp.eval', 'main.py toy on 2 ranks: --eval of last.pth with 4 clips x 3 crops', 'top-1 %')]
+
+
 def _loader_rows(st: Settings) -> List[Row]:
     return [Row('loader.train', f'train loader: {st.loader_workers} workers, {st.loader_width}x{st.loader_height} '
                 f'H.264 -> {st.loader_input}^2 x {st.frames} frames, batch {st.loader_batch}', 'clips/s')]
@@ -175,8 +189,9 @@ def sections(st: Settings) -> List[Section]:
     """All sections, in the order they run (the most important first)."""
     by_name = {s.name: s for s in st.sizes}
     out = [Section('model:T', 'model_speed:run_size', 'T', tuple(_model_rows(st, by_name['T'])), 100, 20),
-           Section('toy', 'toy_run:run', '', tuple(_toy_rows(st)), 130, 30),
-           Section('loader', 'loader_rate:run', '', tuple(_loader_rows(st)), 60, 15),
+           Section('toy', 'toy_run:run', '', tuple(_toy_rows(st)), 130, 30, needs=MAIN_PY_MODULES),
+           Section('ddp', 'toy_run:run_two_ranks', '', tuple(_ddp_rows(st)), 120, 30, needs=MAIN_PY_MODULES),
+           Section('loader', 'loader_rate:run', '', tuple(_loader_rows(st)), 60, 15, needs=('av',)),
            Section('batch:T', 'batch_search:run', st.compile_size,
                    (Row(f'maxbatch.{st.compile_size}.{st.search_dtype}',
                         f'{st.size(st.compile_size).title}: largest training batch that fits, {st.search_dtype}, '

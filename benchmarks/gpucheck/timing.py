@@ -7,7 +7,7 @@ between the functions, one call each per round, until each has ``iters`` calls o
 and neighbours hit every implementation alike. The median per-call time counts.
 
 ``peak_memory`` is, on CUDA, ``max_memory_allocated`` during one call minus what was allocated before
-it. A CPU has no allocator counter: there the figure is the rise of the process's resident-set
+it, and the absolute peak. A CPU has no allocator counter: there the figure is the rise of the process's resident-set
 high-water mark (``VmHWM`` after clearing it), approximate because freed memory may stay in the heap;
 only ``--quick`` measures on the CPU, to run the same code.
 """
@@ -17,7 +17,7 @@ import contextlib
 import gc
 import statistics
 import time
-from typing import Callable, Dict
+from typing import Callable, Dict, Tuple
 
 import torch
 
@@ -66,12 +66,14 @@ def time_interleaved(fns: Dict[str, Callable[[], None]], device: torch.device, w
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def peak_memory(fn: Callable[[], None], device: torch.device) -> int:
-    """Bytes of peak memory that one call of ``fn`` adds to what was allocated before it (the CPU model
-    benchmark's ``PeakMemory``, one rule for both benchmarks)."""
+def peak_memory(fn: Callable[[], None], device: torch.device) -> Tuple[int, int]:
+    """Bytes of peak memory during one call of ``fn``: ``(over what was allocated before it, absolute)``.
+    The first is what the step itself needs; the second, with the weights, optimizer state and batch that
+    were there before, is what must fit on the device (the CPU model benchmark's ``PeakMemory``, one rule for
+    both benchmarks)."""
     with PeakMemory(device) as memory:
         fn()
-    return max(0, memory.peak)
+    return max(0, memory.peak), memory.absolute
 
 
 def free_memory(device: torch.device) -> None:

@@ -1,0 +1,125 @@
+"""Putting checkpoint weights into a model: strict loading with a report of what does not fit.
+
+Differences from the original (spec 4.7, 5): weights load strictly: missing, unexpected and differently-shaped
+keys are listed in one error and the model is left untouched. The original used ``strict=False`` and silently
+swapped a mismatched head for the model's own rows ``[:1000]``; to fine-tune on other classes use
+``TRAIN.PRETRAINED_PATH`` (``engine.checkpoint.load_pretrained``). Here, below ``engine/``, because the timm
+registration (``models/registry.py``) loads local checkpoints too; ``engine.checkpoint`` re-exports it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Dict, List, Mapping, Union
+
+import torch
+
+from utils.checkpoint_file import CheckpointError, PathLike, _is_state_dict, load_checkpoint_file
+
+from .pretrained import HEAD_KEYS
+
+_logger = logging.getLogger(__name__)
+
+# Prefixes added by DistributedDataParallel / DataParallel and by torch.compile's OptimizedModule.
+_WRAPPER_PREFIXES = ('module.', '_orig_mod.')
+# Number of offending keys quoted per category in an error message (the counts are always given).
+_MAX_QUOTED = 4
+
+
+def _strip_wrapper_prefixes(key: str) -> str:
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in _WRAPPER_PREFIXES:
+            if key.startswith(prefix):
+                key, stripped = key[len(prefix):], True
+    return key
+
+
+def extract_state_dict(checkpoint: Mapping[str, Any], key: str = 'model',
+                       source: str = 'checkpoint') -> Dict[str, torch.Tensor]:
+    """Return the state dict stored under ``key`` (``'state_dict'`` is accepted for ``'model'``; an entry
+    that holds its weights under ``'model'``, like the EMA's, is unwrapped), with the ``module.`` (DDP) and
+    ``_orig_mod.`` (torch.compile) prefixes removed."""
+    if key in checkpoint:
+        state = checkpoint[key]
+    elif key == 'model' and 'state_dict' in checkpoint:
+        state = checkpoint['state_dict']
+    else:
+        raise CheckpointError(f"{source}: no '{key}' entry (found: {', '.join(map(str, list(checkpoint)[:10]))})")
+    if isinstance(state, Mapping) and not _is_state_dict(state) and _is_state_dict(state.get('model')):
+        state = state['model']  # an EMA entry: {'model': state_dict, 'decay': ..., 'num_updates': ...}
+    if not _is_state_dict(state):
+        raise CheckpointError(f"{source}: entry '{key}' is not a state dict of tensors")
+    return {_strip_wrapper_prefixes(k): v for k, v in state.items()}
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The bare module inside DistributedDataParallel / DataParallel / torch.compile wrappers."""
+    while True:
+        if isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, '_orig_mod', None), torch.nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def _quote(items: List[str]) -> str:
+    shown = ', '.join(items[:_MAX_QUOTED])
+    return shown + (f', ... ({len(items) - _MAX_QUOTED} more)' if len(items) > _MAX_QUOTED else '')
+
+
+def _checkpoint_and_source(path_or_dict: Union[PathLike, Mapping[str, Any]]) -> tuple:
+    """``(checkpoint dict, name for messages)`` from a file or an already loaded checkpoint / state dict."""
+    if not isinstance(path_or_dict, Mapping):
+        source = os.fspath(path_or_dict)
+        return load_checkpoint_file(source), source
+    checkpoint = dict(path_or_dict)
+    if 'model' not in checkpoint and _is_state_dict(checkpoint):
+        checkpoint = {'model': checkpoint}
+    return checkpoint, '<checkpoint dict>'
+
+
+def load_model_weights(model: torch.nn.Module, path_or_dict: Union[PathLike, Mapping[str, Any]],
+                       strict: bool = True, state_key: str = 'model') -> Dict[str, Any]:
+    """Load model weights for evaluation, fine-tuning or resuming.
+
+    Args:
+        model: the model (may be wrapped in DDP or compiled).
+        path_or_dict: checkpoint file, or an already loaded checkpoint dict.
+        strict: every model key present with the same shape and no surplus keys; otherwise raise and leave
+            the model untouched. With ``strict=False`` matching keys are loaded and the rest is logged.
+        state_key: checkpoint entry holding the weights (``'model'``; e.g. ``'ema'`` for EMA weights).
+
+    Returns:
+        The whole checkpoint dict (optimizer, scheduler, epoch ... for the caller to restore).
+    """
+    checkpoint, source = _checkpoint_and_source(path_or_dict)
+    state = extract_state_dict(checkpoint, state_key, source)
+    target = unwrap_model(model)
+    own = target.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [k for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or mismatched:
+        problems = []
+        if missing:
+            problems.append(f'{len(missing)} missing ({_quote(missing)})')
+        if unexpected:
+            problems.append(f'{len(unexpected)} unexpected ({_quote(unexpected)})')
+        if mismatched:
+            problems.append(f'{len(mismatched)} with other shapes (' + _quote(
+                [f'{k}: checkpoint {list(state[k].shape)} vs model {list(own[k].shape)}' for k in mismatched]) + ')')
+        hint = ''
+        if set(mismatched) <= set(HEAD_KEYS) and not missing and not unexpected:
+            hint = ' Only the head differs: to fine-tune on other classes, use TRAIN.PRETRAINED_PATH / --pretrained.'
+        message = f'{source}: weights do not match the model: ' + '; '.join(problems) + '.' + hint
+        if strict:
+            raise CheckpointError(message)
+        _logger.warning('%s Loading the %d matching tensors only (strict=False).', message,
+                        len(own) - len(missing) - len(mismatched))
+        state = {k: v for k, v in state.items() if k in own and k not in mismatched}
+    target.load_state_dict(state, strict=strict)
+    _logger.info('loaded %d tensors from %s', len(state), source)
+    return checkpoint
