@@ -10,10 +10,11 @@ next to it (or into ``--out``):
 * ``confused_pairs.csv``: (true class, predicted class) pairs sorted by count, most frequent first;
   the ``--top`` most frequent are also printed;
 * ``confusion_matrix.png``: rows = true class, columns = top-1 prediction, colour = fraction of the
-  true class's videos on a log scale. Classes are ordered so that classes confused with each other sit
-  next to each other (``--order cluster``, default), or by accuracy, or by id. With many classes the
-  names cannot be written along the axes, so the ``--top`` most frequent confusions are circled,
-  numbered and listed beside the matrix.
+  true class's videos (linear, with the counts in the cells, when no class has more than
+  ``SMALL_EVALUATION`` videos; else on a log scale). Classes are ordered so that classes confused with
+  each other sit next to each other (``--order cluster``, default), or by accuracy, or by id; classes with
+  neither videos nor predictions are left out. Up to 60 classes are named along the axes; the ``--top``
+  most frequent confusions are circled, numbered (the number on its circle) and listed beside the matrix.
 
 The original code had no report; its evaluation only logged top-1/top-5.
 """
@@ -282,13 +283,11 @@ def render_confusion(cm: np.ndarray, names: Sequence[str], order: Sequence[int],
     """
     rows = cm.sum(1, keepdims=True)
     rate_all = np.where(rows > 0, cm / np.maximum(rows, 1), 0.0)
-    _, low_label, scale = confusion_colours(rate_all, int(rows.max()))
+    t_all, low_label, scale = confusion_colours(rate_all, int(rows.max()))
     layout = confusion_layout(cm, names, order, top_pairs, title, scale)
     shown, cell, x0, y0 = layout.shown, layout.cell, layout.x0, layout.y0
     k = len(shown)
-    rate = rate_all[np.ix_(shown, shown)]
-    counts = cm[np.ix_(shown, shown)]
-    t, _, _ = confusion_colours(rate, int(rows.max()))
+    rate, t, counts = (a[np.ix_(shown, shown)] for a in (rate_all, t_all, cm))
     rgb = _render.apply_colormap(1.0 - 0.9 * t, 'viridis')  # yellow = rare, dark = frequent (reads on white)
     rgb[rate <= 0] = _render.BACKGROUND
     mat = Image.fromarray(rgb).resize((k * cell, k * cell), Image.NEAREST)
