@@ -72,8 +72,8 @@ def test_torch_hub_reads_classes_architecture_and_names_from_the_checkpoint(tmp_
     names = [f'action {i}' for i in range(7)]
     labels = tmp_path / 'labels.csv'
     labels.write_text('id,name\n' + ''.join(f'{i},{n}\n' for i, n in enumerate(names)))
-    opts = OPTS[:OPTS.index('DATA.NUM_CLASSES')] + ['DATA.NUM_CLASSES', '7', 'MODEL.NUM_CLASSES', '7',
-                                                    'DATA.LABEL_LIST', str(labels)] + OPTS[OPTS.index('MODEL.FOCAL.DEPTHS'):]
+    # OPTS with 7 classes instead of 5 (later --opts win) and a label list
+    opts = OPTS + ['DATA.NUM_CLASSES', '7', 'MODEL.NUM_CLASSES', '7', 'DATA.LABEL_LIST', str(labels)]
     config = load_config('configs/toy/video-focalnet_toy.yaml', opts)
     torch.manual_seed(0)
     model = build_model(config).eval()

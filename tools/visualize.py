@@ -13,7 +13,8 @@ stage), draws per frame
 
 as heat maps upsampled bilinearly to the frame and blended over it. Writes ``DIR/<video>_modulators.png``
 (rows = frames, columns = input / spatial / temporal) and ``DIR/<video>_modulators.gif`` (one frame per
-input frame). Colours are scaled per column over the whole clip (1st to 99th percentile), so brightness
+input frame), and prints the predicted class (named from ``DATA.LABEL_LIST``, else from the names the checkpoint
+carries). Colours are scaled per column over the whole clip (1st to 99th percentile), so brightness
 can be compared across frames of one column, not between the two columns.
 
 The original released no visualisation code (its GitHub issue #5 asks for it); its modules stored these
