@@ -30,7 +30,7 @@ ENTRIES: Tuple[Tuple[Tuple[str, ...], str], ...] = (
     (('rng_per_rank',), "every rank's `{rng, mixup}`, in rank order, for an exact resume with the same number "
                         "of processes (with another number every rank starts from rank 0's)"),
     (('class_names',), 'class names by id, read from `DATA.LABEL_LIST` when the checkpoint is made (`None` when '
-                       'that list is absent or has not `MODEL.NUM_CLASSES` names): the tools name classes '
+                       'that list is absent or does not have `MODEL.NUM_CLASSES` names): the tools name classes '
                        'without the label file'),
 )
 
