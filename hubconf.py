@@ -2,43 +2,146 @@
 
     import torch
     model = torch.hub.load('/path/to/this/repo', 'video_focalnet_base', source='local',
-                           checkpoint='video-focalnet_base_k400.pth', num_classes=400)
+                           checkpoint='video-focalnet_base_k400.pth')
     model.eval()
     logits = model(clips)          # clips: float (B, 8, 3, 224, 224), normalised as in datasets.normalize_clip
+    names = model.class_names      # names by class id when the checkpoint carries them, else None
 
 Nothing is downloaded: the original release files are on Google Drive, which torch.hub cannot fetch, so
 ``checkpoint`` names a file you have (the original's checkpoints, this project's, or a file made by
-``tools/publish.py``). Other keyword arguments go to the model constructor (e.g. ``num_frames``,
-``drop_path_rate``, ``design``). Without ``checkpoint`` the model is randomly initialised.
+``tools/publish.py``). With a checkpoint, ``num_classes`` and the architecture come from the file: the
+tensor shapes give the width, the blocks per stage, the MLP ratio, the focal levels, the tubelet and the
+number of classes; the stored config (if any) gives the rest (frames, input size, design, normalisation
+switches). Keyword arguments override what the file says (e.g. ``num_frames=16``, ``drop_path_rate``,
+``design``); one that contradicts the weights is an error naming the argument. Without ``checkpoint`` the
+model is randomly initialised with the entry's published size and ``num_classes`` (default 400).
 """
 from __future__ import annotations
 
-from typing import Optional
+import inspect
+import logging
+from typing import Any, Dict, Mapping, Optional
 
 from models.architectures import ARCHITECTURES, describe
 
 dependencies = ['torch', 'timm', 'yacs']
 
+_logger = logging.getLogger(__name__)
 
-def _create(name: str, checkpoint: Optional[str], num_classes: int, **kwargs):
+
+def _shape_architecture(state: Mapping[str, Any]) -> Dict[str, Any]:
+    """The constructor arguments that the state dict's tensor shapes determine (those it holds)."""
+    arch: Dict[str, Any] = {}
+    stem = state.get('patch_embed.proj.weight')
+    if stem is not None and stem.dim() in (4, 5):
+        arch.update(embed_dim=int(stem.shape[0]), in_chans=int(stem.shape[1]))
+        if stem.dim() == 5:  # (C, 3, tubelet, p, p)
+            arch['tubelet_size'] = int(stem.shape[2])
+    blocks: Dict[int, set] = {}
+    levels: Dict[int, set] = {}
+    for key in state:
+        parts = key.split('.')
+        if len(parts) > 4 and parts[0] == 'layers' and parts[2] == 'blocks' and parts[1].isdigit():
+            stage, block = int(parts[1]), int(parts[3])
+            blocks.setdefault(stage, set()).add(block)
+            # layers.S.blocks.0.modulation.focal_layers.L.0.weight: one conv per focal level
+            if block == 0 and parts[4:6] == ['modulation', 'focal_layers'] and len(parts) > 6:
+                levels.setdefault(stage, set()).add(int(parts[6]))
+    if blocks and sorted(blocks) == list(range(len(blocks))):
+        arch['depths'] = [len(blocks[s]) for s in sorted(blocks)]
+        if len(levels) == len(blocks):
+            arch['focal_levels'] = [len(levels[s]) for s in sorted(levels)]
+    fc1 = state.get('layers.0.blocks.0.mlp.fc1.weight')
+    if fc1 is not None and 'embed_dim' in arch:
+        arch['mlp_ratio'] = fc1.shape[0] / arch['embed_dim']
+    head = state.get('head.weight')
+    if head is not None and head.dim() == 2:
+        arch['num_classes'] = int(head.shape[0])
+    return arch
+
+
+def _config_architecture(text: Optional[str], source: str) -> Dict[str, Any]:
+    """Constructor arguments from a stored config: every ``MODEL.FOCAL`` key (lower case is the argument's
+    name), the clip length, input size, tubelet and classes; {} when there is no readable config."""
+    if not text:
+        return {}
+    from engine.config import config_from_yaml_text
+    from models import VideoFocalNet
+    try:
+        config = config_from_yaml_text(text)
+    except Exception as e:  # a config of another version: the shapes still give the architecture
+        _logger.warning("%s: stored config not readable (%s); the architecture comes from the tensor shapes",
+                        source, e)
+        return {}
+    accepted = inspect.signature(VideoFocalNet.__init__).parameters
+    arch = {k.lower(): v for k, v in config.MODEL.FOCAL.items() if k.lower() in accepted}
+    arch.update(num_classes=config.MODEL.NUM_CLASSES, num_frames=config.DATA.NUM_FRAMES,
+                img_size=config.DATA.IMG_SIZE, tubelet_size=config.MODEL.TUBELET_SIZE)
+    return arch
+
+
+def checkpoint_architecture(checkpoint: Mapping[str, Any], state: Mapping[str, Any], source: str) -> Dict[str, Any]:
+    """``VideoFocalNet`` arguments for a checkpoint: its stored config, overridden by what the tensor shapes
+    say (the original stored configs whose ``EMBED_DIM``/``DEPTHS`` its code ignored, so the shapes win)."""
+    from tools._common import config_text
+    return {**_config_architecture(config_text(checkpoint.get('config')), source), **_shape_architecture(state)}
+
+
+def _arguments(name: str, checkpoint: str, given: Mapping[str, Any]) -> str:
+    """``video_focalnet_tiny(checkpoint='x.pth', num_classes=7)``: the call as the user wrote it."""
+    return f"{name}(" + ', '.join(f'{k}={v!r}' for k, v in {'checkpoint': checkpoint, **given}.items()) + ')'
+
+
+def _create(size: str, checkpoint: Optional[str], num_classes: Optional[int], **kwargs):
     import timm
 
     import models  # noqa: F401  (registers the video_focalnet_* names with timm)
-    from engine.checkpoint import load_model_weights
+    from engine.checkpoint import CheckpointError, extract_state_dict, load_checkpoint_file, load_model_weights
 
-    model = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
-    if checkpoint:
-        load_model_weights(model, checkpoint, strict=True)
+    name = f'video_focalnet_{size}'
+    if not checkpoint:
+        model = timm.create_model(name, pretrained=False, num_classes=400 if num_classes is None else num_classes,
+                                  **kwargs)
+        model.class_names = None
+        return model
+    given = dict(kwargs, **({} if num_classes is None else {'num_classes': num_classes}))
+    call = _arguments(name, checkpoint, given)
+    loaded = load_checkpoint_file(checkpoint)
+    state = extract_state_dict(loaded, 'model', checkpoint)
+    stored = checkpoint_architecture(loaded, state, checkpoint)
+    head = stored.get('num_classes')
+    if num_classes is not None and head is not None and num_classes != head:
+        raise CheckpointError(
+            f"{call}: the checkpoint's head has {head} classes; leave num_classes out (it is read from the "
+            f"checkpoint), or for a new {num_classes}-class head to fine-tune use timm.create_model('{name}', "
+            f"pretrained=True, num_classes={num_classes}, pretrained_cfg_overlay=dict(file={checkpoint!r}))")
+    published = {(arch['embed_dim'], tuple(arch['depths'])): s for s, arch in ARCHITECTURES.items()}
+    holds = published.get((stored.get('embed_dim'), tuple(stored.get('depths', ()))))
+    if holds not in (None, size) and not {'embed_dim', 'depths'} & set(kwargs):
+        raise CheckpointError(f"{call}: the checkpoint holds Video-FocalNet-{holds[0].upper()} ({describe(holds)}); "
+                              f"load it with the 'video_focalnet_{holds}' entry")
+    model = timm.create_model(name, pretrained=False, **{**stored, **given})
+    try:
+        load_model_weights(model, loaded, strict=True)
+    except CheckpointError as e:
+        # the loader speaks of '<checkpoint dict>' (it got the loaded dict, not the path); name the call instead
+        detail = str(e).split(': weights do not match the model: ', 1)[-1]
+        raise CheckpointError(f"{call}: the weights do not fit the model these arguments build: {detail} "
+                              f"(arguments left out are read from the checkpoint)") from None
+    names = loaded.get('class_names')
+    model.class_names = list(names) if isinstance(names, (list, tuple)) and len(names) == model.num_classes else None
     return model
 
 
 def _entry_point(size: str):
-    def create(checkpoint: Optional[str] = None, num_classes: int = 400, **kwargs):
-        return _create(f'video_focalnet_{size}', checkpoint, num_classes, **kwargs)
+    def create(checkpoint: Optional[str] = None, num_classes: Optional[int] = None, **kwargs):
+        return _create(size, checkpoint, num_classes, **kwargs)
 
     create.__name__ = create.__qualname__ = f'video_focalnet_{size}'
     create.__doc__ = (f"Video-FocalNet-{size[0].upper()} ({describe(size)}, 8 frames). ``checkpoint``: local "
-                      f"weights file; ``design``: another design of the paper's study (MODEL.FOCAL.DESIGN).")
+                      f"weights file (num_classes and the architecture are read from it); ``num_classes``: "
+                      f"default 400 without a checkpoint; ``design``: another design of the paper's study "
+                      f"(MODEL.FOCAL.DESIGN).")
     return create
 
 

@@ -7,7 +7,8 @@ import torch
 
 import models  # noqa: F401  (registers the timm names)
 from models import build_model
-from engine.checkpoint import CheckpointError, save_checkpoint
+from engine.checkpoint import CheckpointError, make_checkpoint, save_checkpoint
+from engine.checkpoint.schema import KEYS
 from engine.config import config_to_yaml, load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,10 +52,57 @@ def test_torch_hub_local_checkpoint(reference):
     assert all(callable(getattr(hubconf, f'video_focalnet_{s}')) for s in ('tiny', 'small', 'base'))
 
 
-def test_torch_hub_mismatch_is_an_error(reference):
-    with pytest.raises(CheckpointError, match='head.weight: checkpoint \\[5, 128\\] vs model \\[7, 128\\]'):
+def test_torch_hub_mismatch_is_an_error_naming_the_hub_argument(reference):
+    with pytest.raises(CheckpointError) as info:
         torch.hub.load(REPO, 'video_focalnet_tiny', source='local', checkpoint=reference['path'],
                        num_classes=7, **KWARGS)
+    message = str(info.value)
+    assert 'num_classes=7' in message and "head has 5 classes; leave num_classes out" in message
+    assert 'MODEL.' not in message and 'TRAIN.' not in message and '--pretrained' not in message
+    # an architecture argument that contradicts the weights: the call is named, not config keys
+    with pytest.raises(CheckpointError) as info:
+        torch.hub.load(REPO, 'video_focalnet_tiny', source='local', checkpoint=reference['path'], mlp_ratio=2.0)
+    message = str(info.value)
+    assert message.startswith("video_focalnet_tiny(checkpoint=") and 'mlp_ratio=2.0' in message
+    assert 'mlp.fc1.weight: checkpoint [64, 16] vs model [32, 16]' in message and 'MODEL.' not in message
+
+
+def test_torch_hub_reads_classes_architecture_and_names_from_the_checkpoint(tmp_path):
+    """A 7-class checkpoint (with names) loads without num_classes or any architecture argument."""
+    names = [f'action {i}' for i in range(7)]
+    labels = tmp_path / 'labels.csv'
+    labels.write_text('id,name\n' + ''.join(f'{i},{n}\n' for i, n in enumerate(names)))
+    # OPTS with 7 classes instead of 5 (later --opts win) and a label list
+    opts = OPTS + ['DATA.NUM_CLASSES', '7', 'MODEL.NUM_CLASSES', '7', 'DATA.LABEL_LIST', str(labels)]
+    config = load_config('configs/toy/video-focalnet_toy.yaml', opts)
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    entries = {k: None for k in KEYS if k != 'class_names'}
+    entries.update(model=model.state_dict(), config=config_to_yaml(config))
+    path = str(tmp_path / 'seven.pth')
+    save_checkpoint(path, make_checkpoint(**entries))
+    x = torch.randn(1, 4, 3, 32, 32)
+    hub = torch.hub.load(REPO, 'video_focalnet_tiny', source='local', checkpoint=path)
+    assert hub.num_classes == 7 and hub.class_names == names
+    assert torch.equal(_logits(hub, x), _logits(model, x))
+    # weights only (no config, no names): the shapes give width, depths, MLP ratio and the 7 classes
+    bare = str(tmp_path / 'bare.pth')
+    torch.save(model.state_dict(), bare)
+    hub = torch.hub.load(REPO, 'video_focalnet_tiny', source='local', checkpoint=bare)
+    assert hub.num_classes == 7 and hub.class_names is None
+    assert torch.equal(_logits(hub, x), _logits(model, x))
+
+
+def test_torch_hub_names_the_entry_of_a_published_size(tmp_path):
+    """Video-FocalNet-S weights through the tiny entry: the error names the entry to use (no model is built)."""
+    state = {'patch_embed.proj.weight': torch.zeros(96, 3, 1, 4, 4), 'head.weight': torch.zeros(400, 768)}
+    state.update({f'layers.{s}.blocks.{b}.norm1.weight': torch.zeros(1)
+                  for s, depth in enumerate((2, 2, 18, 2)) for b in range(depth)})
+    path = str(tmp_path / 'small.pth')
+    torch.save({'model': state}, path)
+    with pytest.raises(CheckpointError, match="holds Video-FocalNet-S \\(width 96, depths 2-2-18-2\\); load it "
+                                              "with the 'video_focalnet_small' entry"):
+        torch.hub.load(REPO, 'video_focalnet_tiny', source='local', checkpoint=path)
 
 
 def test_timm_pretrained_file(reference):

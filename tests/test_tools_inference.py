@@ -84,6 +84,52 @@ def test_predict_names_json_and_unreadable(setup, capsys):
     assert 'Moving something up, then down' in captured.out
 
 
+def _named_training_checkpoint(setup, name):
+    """A checkpoint made as training makes them (engine.checkpoint.make_checkpoint), with the label list
+    present; the list is removed afterwards, as on the machine of someone who got only the file."""
+    import shutil
+
+    from engine.checkpoint import make_checkpoint
+    from engine.checkpoint.schema import KEYS
+    tmp = setup['tmp']
+    labels = tmp / f'{name}_labels.csv'
+    shutil.copy(tmp / 'labels.csv', labels)
+    config = load_config('configs/toy/video-focalnet_toy.yaml', _opts(tmp, **{'DATA.LABEL_LIST': str(labels)}))
+    entries = {k: None for k in KEYS if k != 'class_names'}
+    entries.update(model=setup['model'].state_dict(), config=config_to_yaml(config))
+    state = make_checkpoint(**entries)
+    assert state['class_names'] == NAMES
+    path = tmp / f'{name}.pth'
+    save_checkpoint(path, state)
+    os.remove(labels)
+    return str(path)
+
+
+def test_predict_names_from_the_checkpoint_without_label_list(setup, capsys):
+    ckpt = _named_training_checkpoint(setup, 'named')
+    rc = predict.main(['--resume', ckpt, str(setup['videos'] / 'a.mp4'), '--views', '1x1', '--topk', '5',
+                       '--workers', '0', '--device', 'cpu'])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    shown = [line.split('%', 1)[1].strip() for line in captured.out.splitlines()[1:]]
+    assert sorted(shown) == sorted(NAMES) and 'class ' not in captured.out
+    # an explicit label list still wins over the stored names
+    other = setup['tmp'] / 'other_labels.csv'
+    other.write_text('id,name\n' + ''.join(f'{i},other {i}\n' for i in range(len(NAMES))))
+    assert predict.main(['--resume', ckpt, str(setup['videos'] / 'a.mp4'), '--views', '1x1', '--topk', '1',
+                         '--workers', '0', '--device', 'cpu', '--opts', 'DATA.LABEL_LIST', str(other)]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split('%', 1)[1].strip().startswith('other ')
+
+
+def test_visualize_names_from_the_checkpoint(setup, capsys):
+    ckpt = _named_training_checkpoint(setup, 'named_vis')
+    rc = visualize.main([str(setup['videos'] / 'a.mp4'), '--resume', ckpt, '--out', str(setup['tmp'] / 'vis3'),
+                         '--stage', '0', '--cell', '32', '--device', 'cpu'])
+    out = capsys.readouterr().out
+    assert rc == 0 and out.startswith('predicted: ')
+    assert out.splitlines()[0][len('predicted: '):].rsplit(' (', 1)[0] in NAMES
+
+
 def test_predict_matches_evaluation_pipeline(setup):
     """Same decode, views and score rule as main.py's evaluation of the same files."""
     config, model = setup['config'], setup['model']

@@ -52,7 +52,7 @@ def _check_published(path, expected_state):
         sha = hashlib.sha256(f.read()).hexdigest()
     assert sha.startswith(match.group(1))
     loaded = torch.load(path, weights_only=True)
-    assert set(loaded) == {'model', 'config', 'meta'}
+    assert set(loaded) - {'class_names'} == {'model', 'config', 'meta'}
     assert list(loaded['model']) == list(expected_state)
     for k, v in expected_state.items():
         assert torch.equal(loaded['model'][k], v) and loaded['model'][k].dtype == v.dtype, k
@@ -94,7 +94,7 @@ def test_publish_without_hard_links(tmp_path, models, monkeypatch):
         raise PermissionError(1, 'Operation not permitted')
 
     monkeypatch.setattr(os, 'link', no_links)
-    path, sha = publish.publish(str(ckpt), str(tmp_path / 'out' / 'release.pth'))
+    path, sha, _ = publish.publish(str(ckpt), str(tmp_path / 'out' / 'release.pth'))
     _check_published(path, model.state_dict())
     with pytest.raises(FileExistsError, match='already exists; not overwriting it'):
         publish.publish(str(ckpt), str(tmp_path / 'out' / 'release.pth'))
@@ -108,7 +108,7 @@ def test_publish_ema_weights(tmp_path, models):
             p.add_(1.0)
     ckpt = tmp_path / 'last.pth'
     save_checkpoint(ckpt, _training_checkpoint(model, ema_model))
-    path, _ = publish.publish(str(ckpt), str(tmp_path / 'release.pth'), use_ema=True)
+    path, _, _ = publish.publish(str(ckpt), str(tmp_path / 'release.pth'), use_ema=True)
     loaded, _ = _check_published(path, ema_model.state_dict())
     assert loaded['meta']['weights'] == 'ema'
     ckpt_no_ema = tmp_path / 'no_ema.pth'
@@ -128,7 +128,51 @@ def test_publish_original_format_checkpoint(tmp_path, models):
                 'lr_scheduler': {}, 'max_accuracy': 0.5, 'epoch': 119, 'config': cfg}, ckpt)
     with pytest.raises(Exception):
         torch.load(ckpt, weights_only=True)
-    path, _ = publish.publish(str(ckpt), str(tmp_path / 'release.pth'))
+    path, _, _ = publish.publish(str(ckpt), str(tmp_path / 'release.pth'))
     loaded, _ = _check_published(path, model.state_dict())
     assert 'NAME: videofocalnet_base' in loaded['config'] and '- 0.999' in loaded['config']
     assert loaded['meta']['epoch'] == 119
+
+
+NAMES = ['jump', 'run, fast', 'sit', 'stand', 'wave']
+
+
+def test_publish_stores_class_names(tmp_path, models, capsys):
+    """Names travel with the weights: stored ones are kept, --labels sets them, a wrong count is refused."""
+    model, ema_model = models
+    ckpt = tmp_path / 'last.pth'
+    save_checkpoint(ckpt, {**_training_checkpoint(model, ema_model), 'class_names': NAMES})
+    assert publish.main([str(ckpt), str(tmp_path / 'a' / 'release.pth')]) == 0
+    printed = capsys.readouterr().out
+    assert 'class names: 5 stored' in printed
+    loaded, _ = _check_published(re.search(r'wrote (\S+)', printed).group(1), model.state_dict())
+    assert loaded['class_names'] == NAMES
+
+    labels = tmp_path / 'labels.csv'
+    labels.write_text('id,name\n' + ''.join(f'{i},{n.upper()}\n' for i, n in enumerate(NAMES)))
+    path, _, named = publish.publish(str(ckpt), str(tmp_path / 'b' / 'release.pth'), labels=str(labels))
+    assert named == 5 and torch.load(path, weights_only=True)['class_names'] == [n.upper() for n in NAMES]
+
+    labels.write_text('id,name\n0,jump\n1,run\n')
+    assert publish.main([str(ckpt), str(tmp_path / 'c' / 'release.pth'), '--labels', str(labels)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and '2 class names, but the model' in err[0] and 'has 5 classes' in err[0]
+    assert not os.path.exists(tmp_path / 'c')
+
+
+def test_publish_names_from_the_configured_label_list(tmp_path, models, capsys):
+    """An older checkpoint without stored names: its config's DATA.LABEL_LIST is read (if it fits the head)."""
+    model, ema_model = models
+    labels = tmp_path / 'labels.csv'
+    labels.write_text('id,name\n' + ''.join(f'{i},{n}\n' for i, n in enumerate(NAMES)))
+    state = _training_checkpoint(model, ema_model)
+    state['config'] = f'DATA:\n  LABEL_LIST: {labels}\nMODEL:\n  NUM_CLASSES: 5\n'
+    ckpt = tmp_path / 'last.pth'
+    save_checkpoint(ckpt, state)
+    path, _, named = publish.publish(str(ckpt), str(tmp_path / 'release.pth'))
+    assert named == 5 and torch.load(path, weights_only=True)['class_names'] == NAMES
+    # a list of another length than the head is not stored, and the tool says how to add names
+    state['config'] = state['config'].replace('NUM_CLASSES: 5', 'NUM_CLASSES: 7')
+    save_checkpoint(ckpt, state)
+    assert publish.main([str(ckpt), str(tmp_path / 'x' / 'release.pth')]) == 0
+    assert 'none stored (pass --labels CSV' in capsys.readouterr().out

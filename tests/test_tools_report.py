@@ -142,3 +142,103 @@ def test_bad_file_gives_one_line_error(tmp_path, capsys):
     assert report.main([str(tmp_path)]) == 1  # the folder has only a prefixed file: say so
     assert 'final_predictions.csv' in capsys.readouterr().err
     assert report.main([str(tmp_path / 'final_predictions.csv')]) == 0
+
+
+def _bands(mask):
+    """(start, end) index runs where ``mask`` is true."""
+    idx = np.nonzero(mask)[0]
+    if not idx.size:
+        return []
+    splits = np.nonzero(np.diff(idx) > 1)[0]
+    starts = np.r_[idx[0], idx[splits + 1]]
+    ends = np.r_[idx[splits], idx[-1]]
+    return list(zip(starts.tolist(), ends.tolist()))
+
+
+def _picture(synthetic, top=3):
+    folder, _ = synthetic
+    preds = report.read_predictions(str(folder / 'predictions.csv'))
+    k = len(NAMES)
+    cm = report.confusion_matrix(preds.labels, preds.topk[:, 0], k)
+    acc = report.per_class_accuracy(preds.labels, preds.topk, k)['top1']
+    order = report.class_order(cm, acc, 'cluster')
+    pairs = report.confused_pairs(cm)[:top]
+    title = ('14 videos, 5 of 6 classes; top-1 64.29%, top-5 100.00%, mean class accuracy 65.00%; order: cluster; '
+             + 'a long title that must wrap, ' * 4 + 'instead of being cut')
+    layout = report.confusion_layout(cm, NAMES, order, pairs, title, 'linear')
+    img = report.render_confusion(cm, NAMES, order, pairs, title)
+    return cm, pairs, layout, np.asarray(img.convert('RGB')).astype(int)
+
+
+def test_picture_numbers_sit_on_their_circles(synthetic):
+    cm, pairs, layout, arr = _picture(synthetic)
+    assert layout.size == (arr.shape[1], arr.shape[0])
+    pos = {c: i for i, c in enumerate(layout.shown)}
+    red = (arr[..., 0] > 150) & (arr[..., 1] < 120) & (arr[..., 2] < 120)
+    yy, xx = np.mgrid[:arr.shape[0], :arr.shape[1]]
+    from PIL import ImageDraw
+    assert [m[0] for m in layout.marks] == [1, 2, 3]
+    for (n, (cx, cy), r, (lx, ly)), (a, b, _, _) in zip(layout.marks, pairs):
+        # the circle is centred on the pair's cell (row = true class, column = prediction) ...
+        assert (cx, cy) == layout.cell_centre(pos[a], pos[b])
+        # ... and its number is centred on the circle itself
+        assert np.hypot(lx - cx, ly - cy) == pytest.approx(r)
+        # in the picture: the red pixels near the number that are not the ring are the digit, centred there
+        ring = Image.new('L', (arr.shape[1], arr.shape[0]))
+        ImageDraw.Draw(ring).ellipse((cx - r, cy - r, cx + r, cy + r), outline=255, width=2)
+        digit = red & (np.asarray(ring) == 0) & (np.hypot(xx - lx, yy - ly) <= 9)
+        assert digit.sum() > 5, n
+        # (the old placement, beside the circle's bounding box, put it 7 px or more off this point)
+        assert abs(xx[digit].mean() - lx) <= 3 and abs(yy[digit].mean() - ly) <= 3, n
+
+
+def test_picture_axis_names_are_centred_on_their_rows_and_columns(synthetic):
+    cm, _, layout, arr = _picture(synthetic)
+    k, cell, x0, y0 = len(layout.shown), layout.cell, layout.x0, layout.y0
+    assert layout.shown == [c for c in layout.shown if c != 5] and 5 not in layout.shown  # no videos, never predicted
+    dark = arr.sum(-1) < 300
+    rows = _bands(dark[y0:y0 + k * cell, 10:x0 - 2].any(1))
+    assert len(rows) == k
+    for i, (top, bottom) in enumerate(rows):
+        assert abs(y0 + (top + bottom) / 2 - layout.cell_centre(i, i)[1]) <= 2.5, i
+    cols = _bands(dark[y0 - layout.x0 + 10:y0 - 3, x0:x0 + k * cell].any(0))
+    assert len(cols) == k
+    for j, (left, right) in enumerate(cols):
+        assert abs(x0 + (left + right) / 2 - layout.cell_centre(j, j)[0]) <= 2.5, j
+
+
+def test_picture_title_is_whole_and_the_scale_fits_small_evaluations(synthetic):
+    _, _, layout, arr = _picture(synthetic)
+    from tools import _render
+    title = ' '.join(layout.title_lines)
+    assert title.endswith('instead of being cut') and '...' not in title and len(layout.title_lines) >= 2
+    assert all(_render.text_size(line, _render.font(12))[0] <= arr.shape[1] - 20 for line in layout.title_lines)
+    assert 'linear scale' in ' '.join(layout.subtitle_lines)
+    # one video per class: a linear 0%..100% scale (a log scale from the smallest rate was '100.00% ... 100%')
+    t, low, scale = report.confusion_colours(np.eye(4), largest_class=1)
+    assert (low, scale) == ('0%', 'linear') and np.array_equal(t, np.eye(4))
+    # a large evaluation keeps the log scale from its smallest non-zero rate
+    rate = np.array([[0.9, 0.1, 0.0], [0.02, 0.98, 0.0], [0.0, 0.0, 1.0]])
+    t, low, scale = report.confusion_colours(rate, largest_class=50)
+    assert (low, scale) == ('2%', 'log') and t[1, 0] == 0.0 and t[2, 2] == 1.0 and 0 < t[0, 1] < 1
+
+
+def test_few_videos_of_many_classes_show_only_the_classes_involved(tmp_path):
+    names = [f'action {i}' for i in range(48)]
+    rows = [(3, _rank(3, num_classes=48)), (17, _rank(17, num_classes=48)), (40, _rank(22, num_classes=48))]
+    _write_predictions(tmp_path / 'predictions.csv', rows, names)
+    out = report.make_report(str(tmp_path / 'predictions.csv'), str(tmp_path), top=5)
+    img = np.asarray(Image.open(out['png']).convert('RGB')).astype(int)
+    preds = report.read_predictions(str(tmp_path / 'predictions.csv'))
+    cm = report.confusion_matrix(preds.labels, preds.topk[:, 0], 41)
+    order = report.class_order(cm, report.per_class_accuracy(preds.labels, preds.topk, 41)['top1'], 'cluster')
+    layout = report.confusion_layout(cm, names[:41], order, report.confused_pairs(cm)[:5], out['title'], 'linear')
+    assert layout.size == (img.shape[1], img.shape[0])
+    assert sorted(layout.shown) == [3, 17, 22, 40] and layout.cell == 24
+    assert '37 classes without videos or predictions not shown' in ' '.join(layout.subtitle_lines)
+    # every cell with a video is drawn in a colour (not the white of an empty matrix)
+    for i, c in enumerate(layout.shown):
+        for j, d in enumerate(layout.shown):
+            if cm[c, d]:
+                x, y = layout.cell_centre(i, j)
+                assert tuple(img[int(y) + 6, int(x) + 8]) != (255, 255, 255)

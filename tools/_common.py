@@ -134,18 +134,33 @@ def eval_dataset(config, paths: Sequence[str], num_clip: int, num_crop: int):
                         seed=config.SEED, num_clip=num_clip, on_unreadable='skip', source='<command line>')
 
 
-def class_names(config) -> list:
-    """Names by class id from ``DATA.LABEL_LIST``; ``class <id>`` when the list is missing or too short."""
+def stored_class_names(checkpoint: dict, num_classes: int) -> Optional[list]:
+    """The checkpoint's ``class_names`` entry when it names exactly ``num_classes`` classes, else None."""
+    names = checkpoint.get('class_names')
+    if isinstance(names, (list, tuple)) and len(names) == num_classes and all(isinstance(n, str) for n in names):
+        return list(names)
+    return None
+
+
+def class_names(config, stored: Optional[Sequence[str]] = None) -> list:
+    """Names by class id: ``DATA.LABEL_LIST`` when that file is there, else ``stored`` (the names a checkpoint
+    carries, see :func:`stored_class_names`), else ``class <id>`` for what neither names."""
     from datasets import read_label_list
 
     k = config.MODEL.NUM_CLASSES
     path = config.DATA.LABEL_LIST
     names = list(read_label_list(path)) if path and os.path.isfile(path) else []
-    if len(names) != k:
+    if len(names) == k:
+        return names
+    if stored is not None and len(stored) == k:
         if names:
-            _logger.warning("%s has %d names but the model has %d classes: unnamed classes are shown by id",
-                            path, len(names), k)
-        else:
-            _logger.warning("DATA.LABEL_LIST %r not found: classes are shown by id", path)
-        names = names[:k] + [f'class {i}' for i in range(len(names), k)]
-    return names
+            _logger.warning("%s has %d names but the model has %d classes: using the names stored in the "
+                            "checkpoint", path, len(names), k)
+        return list(stored)
+    if names:
+        _logger.warning("%s has %d names but the model has %d classes: unnamed classes are shown by id",
+                        path, len(names), k)
+    else:
+        _logger.warning("DATA.LABEL_LIST %r not found and the checkpoint stores no class names: classes are "
+                        "shown by id", path)
+    return names[:k] + [f'class {i}' for i in range(len(names), k)]

@@ -93,6 +93,18 @@ def fit_text(text: str, max_width: int, fnt: ImageFont.ImageFont) -> str:
     return text + '...'
 
 
+def wrap_text(text: str, max_width: int, fnt: ImageFont.ImageFont) -> list:
+    """``text`` broken into lines of at most ``max_width`` pixels, at spaces (a single word wider than that
+    is shortened with :func:`fit_text`); nothing is cut off."""
+    lines: list = []
+    for word in text.split(' '):
+        if lines and text_size(lines[-1] + ' ' + word, fnt)[0] <= max_width:
+            lines[-1] += ' ' + word
+        else:
+            lines.append(fit_text(word, max_width, fnt))
+    return lines
+
+
 def colorbar(width: int, height: int, cmap: str = 'viridis', low: str = 'low', high: str = 'high',
              font_size: int = 11, start: float = 0.0, stop: float = 1.0) -> Image.Image:
     """A horizontal colour bar with end labels, e.g. for the legend under a heat-map grid.

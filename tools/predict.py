@@ -7,7 +7,8 @@ Folders expand to the video files inside them. Every video is decoded, sampled a
 evaluation (``datasets``' evaluation pipeline, ``CLIPSxCROPS`` views, default
 ``TEST.FINAL_NUM_CLIP x TEST.FINAL_NUM_CROP``: the published 4x3 protocol) and scored as in evaluation
 (``engine.evaluator``: softmax summed over views, or mean logits with ``TEST.SCORE_AGG logits``); the
-printed probabilities are the view-averaged ones. Class names come from ``DATA.LABEL_LIST``.
+printed probabilities are the view-averaged ones. Class names come from ``DATA.LABEL_LIST``, or when that
+file is absent from the names the checkpoint carries (training checkpoints and ``tools.publish`` files store them).
 
 Videos that cannot be read are reported on one line each and the others are still predicted; the exit
 code is then 1. A checkpoint that does not fit the config stops with one error listing the keys.
@@ -27,7 +28,7 @@ from tools import _common
 
 
 def predict(model: torch.nn.Module, config, paths: Sequence[str], num_clip: int, num_crop: int, topk: int = 5,
-            workers: int = 0, max_clips_per_forward: int = 16) -> tuple:
+            workers: int = 0, max_clips_per_forward: int = 16, names: Optional[Sequence[str]] = None) -> tuple:
     """Top-k classes of each readable video.
 
     Args:
@@ -38,6 +39,7 @@ def predict(model: torch.nn.Module, config, paths: Sequence[str], num_clip: int,
         topk: classes to return per video.
         workers: DataLoader worker processes decoding videos.
         max_clips_per_forward: views forwarded together.
+        names: class names by id (default :func:`tools._common.class_names` of ``config``).
 
     Returns:
         (predictions, unreadable): predictions = list of ``{'video', 'top': [{'class_id', 'name',
@@ -50,7 +52,7 @@ def predict(model: torch.nn.Module, config, paths: Sequence[str], num_clip: int,
     from datasets.video_dataset import EvalCollate
     from engine.evaluator import evaluate, topk_predictions
 
-    names = _common.class_names(config)
+    names = list(names) if names is not None else _common.class_names(config)
     dataset = _common.eval_dataset(config, paths, num_clip, num_crop)
     size = config.DATA.INPUT_SIZE
     loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=workers,
@@ -105,12 +107,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         num_clip, num_crop = (_common.parse_views(args.views) if args.views
                               else (config.TEST.FINAL_NUM_CLIP, config.TEST.FINAL_NUM_CROP))
         model = _common.load_model(config, checkpoint, device)
+        names = _common.class_names(config, _common.stored_class_names(checkpoint, config.MODEL.NUM_CLASSES))
         del checkpoint
         paths = _common.expand_videos(args.videos)
         if not paths:
             raise ValueError(f"no videos found in {' '.join(args.videos)}")
         predictions, unreadable = predict(model, config, paths, num_clip, num_crop,
-                                          topk=min(args.topk, config.MODEL.NUM_CLASSES), workers=args.workers)
+                                          topk=min(args.topk, config.MODEL.NUM_CLASSES), workers=args.workers,
+                                          names=names)
     except (OSError, ValueError, RuntimeError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

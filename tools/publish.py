@@ -1,9 +1,11 @@
-"""Make a release file from a training checkpoint: model weights and config text only, hash in the name.
+"""Make a release file from a training checkpoint: model weights, config text and class names, hash in the name.
 
-    python -m tools.publish CKPT OUT [--use-ema]
+    python -m tools.publish CKPT OUT [--use-ema] [--labels CSV]
 
 Keeps the ``model`` state dict (or, with ``--use-ema``, the EMA weights stored under ``ema``,
-published as ``model``) and the config as YAML text; drops optimizer, scheduler, grad-scaler, RNG and EMA
+published as ``model``), the config as YAML text and the class names (``class_names``: from ``--labels``,
+else those the checkpoint carries, else the config's ``DATA.LABEL_LIST`` file; always as many as the
+head has classes), so that the file alone names its predictions; drops optimizer, scheduler, grad-scaler, RNG and EMA
 state. Writes ``OUT`` with the first 8 hex digits of the file's sha256 before the extension
 (``name-1a2b3c4d.pth``, mmaction2's convention), prints the full sha256, and never overwrites a file.
 The result loads with ``torch.load(path, weights_only=True)`` and with ``engine.checkpoint.load_model_weights``.
@@ -18,12 +20,13 @@ import argparse
 import hashlib
 import os
 import sys
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
 from engine.checkpoint import CheckpointError, extract_state_dict, load_checkpoint_file
-from tools._common import config_text
+from engine.checkpoint.schema import label_names
+from tools._common import config_text, stored_class_names
 from utils.fs import create_exclusively, temp_path
 
 
@@ -59,13 +62,35 @@ def model_weights(checkpoint: dict, use_ema: bool = False, source: str = '') -> 
     return extract_state_dict(checkpoint, 'ema', source)
 
 
-def release_state(checkpoint: dict, use_ema: bool = False, source: str = '') -> dict:
-    """The dict that is published: ``model`` tensors, ``config`` text and a little metadata.
+def release_class_names(checkpoint: dict, weights: Dict[str, torch.Tensor], text: Optional[str],
+                        labels: Optional[str] = None, source: str = '') -> Optional[List[str]]:
+    """The class names to publish: ``labels`` (an ``id,name`` csv), else the checkpoint's ``class_names``,
+    else the config's label list; None when there are none. Names given for another number of classes than
+    the head's are an error (``--labels``) or ignored (found ones)."""
+    head = weights.get('head.weight')
+    num_classes = int(head.shape[0]) if head is not None and head.dim() == 2 else None
+    if labels:
+        from datasets import read_label_list
+        names = read_label_list(labels)
+        if num_classes is not None and len(names) != num_classes:
+            raise ValueError(f"--labels {labels}: {len(names)} class names, but the model in {source} has "
+                             f"{num_classes} classes (head.weight {list(head.shape)})")
+        return names
+    for names in (stored_class_names(checkpoint, num_classes) if num_classes else None, label_names(text)):
+        if names is not None and (num_classes is None or len(names) == num_classes):
+            return names
+    return None
+
+
+def release_state(checkpoint: dict, use_ema: bool = False, source: str = '', labels: Optional[str] = None) -> dict:
+    """The dict that is published: ``model`` tensors, ``config`` text, ``class_names`` and a little metadata.
 
     Args:
         checkpoint: what ``load_checkpoint_file`` returned.
         use_ema: publish the EMA weights instead of ``model``.
         source: the checkpoint's path, recorded in ``meta``.
+        labels: ``id,name`` csv with the class names (default: those stored or configured, see
+            :func:`release_class_names`).
     """
     weights = model_weights(checkpoint, use_ema, source)
     # clone: a view into a larger storage would otherwise be saved together with all of that storage
@@ -73,6 +98,9 @@ def release_state(checkpoint: dict, use_ema: bool = False, source: str = '') -> 
     text = config_text(checkpoint.get('config'))
     if text is not None:
         state['config'] = text
+    names = release_class_names(checkpoint, weights, text, labels, source)
+    if names is not None:
+        state['class_names'] = names
     meta = {'source': os.path.basename(source), 'weights': 'ema' if use_ema else 'model'}
     for k in ('epoch', 'max_accuracy'):
         value = checkpoint.get(k)
@@ -82,10 +110,11 @@ def release_state(checkpoint: dict, use_ema: bool = False, source: str = '') -> 
     return state
 
 
-def publish(ckpt: str, out: str, use_ema: bool = False) -> tuple:
-    """Write the release file; returns (final path, sha256). Refuses to overwrite an existing file."""
+def publish(ckpt: str, out: str, use_ema: bool = False, labels: Optional[str] = None) -> tuple:
+    """Write the release file; returns (final path, sha256, number of class names stored). Refuses to overwrite
+    an existing file."""
     checkpoint = load_checkpoint_file(ckpt)
-    state = release_state(checkpoint, use_ema=use_ema, source=ckpt)
+    state = release_state(checkpoint, use_ema=use_ema, source=ckpt, labels=labels)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     tmp = temp_path(out)
     try:
@@ -100,7 +129,7 @@ def publish(ckpt: str, out: str, use_ema: bool = False) -> tuple:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    return final, sha
+    return final, sha, len(state.get('class_names') or ())
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -108,13 +137,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('checkpoint', help='training checkpoint (this project or the original code)')
     parser.add_argument('out', help="release file name, e.g. video-focalnet_base_k400.pth (the hash is added)")
     parser.add_argument('--use-ema', action='store_true', help='publish the EMA weights instead of the model')
+    parser.add_argument('--labels', default=None, metavar='CSV',
+                        help="'id,name' csv of the class names to store (default: the names the checkpoint "
+                             "carries, else its config's DATA.LABEL_LIST)")
     args = parser.parse_args(argv)
     try:
-        final, sha = publish(args.checkpoint, args.out, use_ema=args.use_ema)
+        final, sha, named = publish(args.checkpoint, args.out, use_ema=args.use_ema, labels=args.labels)
     except (OSError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"wrote {final}\nsha256 {sha}")
+    print(f"wrote {final}\nsha256 {sha}\n"
+          + (f"class names: {named} stored" if named else
+             "class names: none stored (pass --labels CSV so that predictions with this file are named)"))
     return 0
 
 

@@ -10,10 +10,11 @@ next to it (or into ``--out``):
 * ``confused_pairs.csv``: (true class, predicted class) pairs sorted by count, most frequent first;
   the ``--top`` most frequent are also printed;
 * ``confusion_matrix.png``: rows = true class, columns = top-1 prediction, colour = fraction of the
-  true class's videos on a log scale. Classes are ordered so that classes confused with each other sit
-  next to each other (``--order cluster``, default), or by accuracy, or by id. With many classes the
-  names cannot be written along the axes, so the ``--top`` most frequent confusions are circled,
-  numbered and listed beside the matrix.
+  true class's videos (linear, with the counts in the cells, when no class has more than
+  ``SMALL_EVALUATION`` videos; else on a log scale). Classes are ordered so that classes confused with
+  each other sit next to each other (``--order cluster``, default), or by accuracy, or by id; classes with
+  neither videos nor predictions are left out. Up to 60 classes are named along the axes; the ``--top``
+  most frequent confusions are circled, numbered (the number on its circle) and listed beside the matrix.
 
 The original code had no report; its evaluation only logged top-1/top-5.
 """
@@ -174,74 +175,163 @@ def class_order(cm: np.ndarray, accuracy: np.ndarray, mode: str) -> list:
     raise ValueError(f"--order: expected cluster, accuracy or id, got {mode!r}")
 
 
-def render_confusion(cm: np.ndarray, names: Sequence[str], order: Sequence[int],
-                     top_pairs: Sequence[tuple], title: str) -> Image.Image:
-    """Draw the row-normalised confusion matrix with log-scaled colours.
+# evaluations whose largest class has at most this many videos get a linear colour scale and counts in
+# the cells: a log scale between 1/n and 1 is then two or three colours, and "100.00% ... 100%" when every
+# class has one video
+SMALL_EVALUATION = 20
 
-    Up to 60 classes get their names on both axes; above that only the ``top_pairs`` are circled,
-    numbered and listed in a legend on the right.
+
+@dataclass
+class ConfusionLayout:
+    """Pixel geometry of the confusion-matrix picture, computed before drawing (tests check it).
+
+    Attributes:
+        shown: class ids on the axes, in display order (classes with neither videos nor predictions are left out).
+        x0, y0: top-left corner of the matrix; cell: pixels per class.
+        title_lines, subtitle_lines: the title and the subtitle wrapped to the picture's width (never cut).
+        marks: per circled pair ``(number, (cx, cy), radius, (lx, ly))``: circle centre = the centre of the
+            pair's cell, and the number drawn centred at ``(lx, ly)``, a point on the circle (upper right).
+        legend_x, legend_w: left edge and width of the legend of circled pairs; colorbar_w: the colour bar's
+            width (under the matrix).
+        line_h: text line height; size: (width, height) of the picture.
     """
-    k = cm.shape[0]
+    shown: list
+    x0: int
+    y0: int
+    cell: int
+    title_lines: list
+    subtitle_lines: list
+    marks: list
+    legend_x: int
+    legend_w: int
+    colorbar_w: int
+    line_h: int
+    size: tuple
+
+    def cell_centre(self, row: int, col: int) -> tuple:
+        """Centre of the cell at display position (row, col)."""
+        return self.x0 + col * self.cell + self.cell / 2, self.y0 + row * self.cell + self.cell / 2
+
+
+def _legend_lines(names: Sequence[str], top_pairs: Sequence[tuple]) -> list:
+    return [f"{n:>2}. {names[a]}  ->  {names[b]}   {count} ({frac:.0%})"
+            for n, (a, b, count, frac) in enumerate(top_pairs, start=1)]
+
+
+def confusion_layout(cm: np.ndarray, names: Sequence[str], order: Sequence[int], top_pairs: Sequence[tuple],
+                     title: str, scale: str = 'log', colorbar_h: int = 18) -> ConfusionLayout:
+    """Where everything of :func:`render_confusion` goes (see :class:`ConfusionLayout`); ``scale`` is named in
+    the subtitle."""
+    used = (cm.sum(0) + cm.sum(1)) > 0
+    shown = [int(c) for c in order if used[c]]
+    k = len(shown)
     cell = int(max(1, min(24, 1000 // max(k, 1))))
-    rows = cm.sum(1, keepdims=True)
-    with np.errstate(invalid='ignore', divide='ignore'):
-        rate = np.where(rows > 0, cm / np.maximum(rows, 1), 0.0)
-    rate = rate[np.ix_(order, order)]
+    fnt, small = _render.font(12), _render.font(11)
+    line_h = _render.text_size('Ag', fnt)[1] + 6
+    margin = 10
+    name_w = 0
+    if k <= 60:
+        name_w = min(220, max(_render.text_size(f'{c}: {names[c]}', small)[0] for c in shown) + 8)
+    legend = _legend_lines(names, top_pairs)
+    legend_w = min(520, max((_render.text_size(s, small)[0] for s in legend), default=0) + 16)
+    colorbar_w = min(360, max(200, k * cell))
+    right = max(k * cell, colorbar_w)  # the legend starts right of the matrix and of the colour bar under it
+    width = max(margin + name_w + right + margin + legend_w + margin, 420)
+    title_lines = _render.wrap_text(title, width - 2 * margin, fnt)
+    hidden = len(names) - k
+    subtitle = _render.wrap_text(
+        f'rows: true class, columns: predicted class, colour: fraction of the true class ({scale} scale)'
+        + (f'; {hidden} classes without videos or predictions not shown' if hidden else ''), width - 2 * margin, small)
+    y0 = len(title_lines) * line_h + len(subtitle) * (line_h - 2) + margin + name_w
+    x0 = margin + name_w
+    height = max(y0 + k * cell + margin + colorbar_h + margin, y0 + len(legend) * line_h + margin)
+    pos = {c: i for i, c in enumerate(shown)}
+    radius = cell / 2 + 2 if cell >= 10 else 5.0
+    marks = []
+    for n, (a, b, _, _) in enumerate(top_pairs, start=1):
+        cx = x0 + pos[b] * cell + cell / 2
+        cy = y0 + pos[a] * cell + cell / 2
+        diag = radius / np.sqrt(2.0)
+        marks.append((n, (cx, cy), radius, (cx + diag, cy - diag)))
+    return ConfusionLayout(shown, x0, y0, cell, title_lines, subtitle, marks, x0 + right + margin, legend_w,
+                           colorbar_w, line_h, (width, height))
+
+
+def confusion_colours(rate: np.ndarray, largest_class: int) -> tuple:
+    """Colour positions in [0, 1] (1 = all of the true class) for row-normalised rates, and the scale.
+
+    Returns ``(t, low_label, scale)``: linear for small evaluations (largest class up to
+    :data:`SMALL_EVALUATION` videos), else log between the smallest non-zero rate and 1.
+    """
     nonzero = rate[rate > 0]
     low = float(nonzero.min()) if nonzero.size else 1.0
-    # log scale from the smallest non-zero rate (one video of the largest class) to 1
-    span = max(-np.log10(low), 1e-6)
+    if largest_class <= SMALL_EVALUATION or low >= 1.0:
+        return np.clip(rate, 0.0, 1.0), '0%', 'linear'
+    span = -np.log10(low)
     with np.errstate(divide='ignore'):
         t = np.clip(1.0 + np.log10(np.where(rate > 0, rate, 1.0)) / span, 0.0, 1.0)
+    return t, f'{100 * low:.2g}%', 'log'
+
+
+def render_confusion(cm: np.ndarray, names: Sequence[str], order: Sequence[int],
+                     top_pairs: Sequence[tuple], title: str) -> Image.Image:
+    """Draw the row-normalised confusion matrix.
+
+    Classes that have neither videos nor predictions are left out of the axes. Up to 60 shown classes get
+    their names on both axes; the ``top_pairs`` are circled, numbered (the number sits on its circle) and
+    listed in a legend on the right. Colours are linear for small evaluations, with the video counts written
+    in cells large enough to hold them, else log-scaled (:func:`confusion_colours`).
+    """
+    rows = cm.sum(1, keepdims=True)
+    rate_all = np.where(rows > 0, cm / np.maximum(rows, 1), 0.0)
+    t_all, low_label, scale = confusion_colours(rate_all, int(rows.max()))
+    layout = confusion_layout(cm, names, order, top_pairs, title, scale)
+    shown, cell, x0, y0 = layout.shown, layout.cell, layout.x0, layout.y0
+    k = len(shown)
+    rate, t, counts = (a[np.ix_(shown, shown)] for a in (rate_all, t_all, cm))
     rgb = _render.apply_colormap(1.0 - 0.9 * t, 'viridis')  # yellow = rare, dark = frequent (reads on white)
     rgb[rate <= 0] = _render.BACKGROUND
     mat = Image.fromarray(rgb).resize((k * cell, k * cell), Image.NEAREST)
 
-    fnt = _render.font(12)
-    small = _render.font(11)
-    label_axes = k <= 60
-    axis_names = [f'{c}: {n}' for c, n in enumerate(names)]
-    name_w = max(_render.text_size(n, small)[0] for n in axis_names) + 8 if label_axes else 0
-    name_w = min(name_w, 220)
-    legend_lines = []
-    pos = {c: i for i, c in enumerate(order)}
-    for n, (a, b, count, frac) in enumerate(top_pairs, start=1):
-        legend_lines.append(f"{n:>2}. {names[a]}  ->  {names[b]}   {count} ({frac:.0%})")
-    legend_w = min(520, max((_render.text_size(s, small)[0] for s in legend_lines), default=0) + 16)
-    margin = 10
-    line_h = _render.text_size('Ag', fnt)[1] + 6
-    head = 2 * line_h + margin + (name_w if label_axes else 0)
-    bar = _render.colorbar(min(360, max(200, k * cell)), 18, 'viridis', low=f'{low:.2%}', high='100%',
-                           start=1.0, stop=0.1)
-    width = margin + name_w + k * cell + margin + legend_w + margin
-    height = head + k * cell + margin + bar.height + line_h + margin
-    img = Image.new('RGB', (max(width, 420), max(height, head + len(legend_lines) * line_h + margin)),
-                    _render.BACKGROUND)
+    fnt, small = _render.font(12), _render.font(11)
+    margin, line_h = 10, layout.line_h
+    img = Image.new('RGB', layout.size, _render.BACKGROUND)
     draw = ImageDraw.Draw(img)
-    x0, y0 = margin + name_w, head
-    draw.text((margin, 4), _render.fit_text(title, img.width - 2 * margin, fnt), fill=_render.TEXT, font=fnt)
-    draw.text((margin, 4 + line_h),
-              'rows: true class, columns: predicted class, colour: fraction of the true class (log scale)',
-              fill=_render.TEXT, font=small)
+    for i, line in enumerate(layout.title_lines):
+        draw.text((margin, 4 + i * line_h), line, fill=_render.TEXT, font=fnt)
+    for i, line in enumerate(layout.subtitle_lines):
+        draw.text((margin, 4 + len(layout.title_lines) * line_h + i * (line_h - 2)), line, fill=_render.TEXT,
+                  font=small)
     img.paste(mat, (x0, y0))
     draw.rectangle((x0 - 1, y0 - 1, x0 + k * cell, y0 + k * cell), outline=(120, 120, 120))
-    if label_axes:
-        for i, c in enumerate(order):
-            label = _render.fit_text(axis_names[c], name_w - 8, small)
-            draw.text((x0 - 4, y0 + i * cell + cell // 2), label, fill=_render.TEXT, font=small, anchor='rm')
-            w, h = _render.text_size(label, small)
-            tile = Image.new('RGB', (w + 2, h + 4), _render.BACKGROUND)
-            ImageDraw.Draw(tile).text((0, 0), label, fill=_render.TEXT, font=small)
+    if scale == 'linear' and cell >= 16:  # counts in the cells
+        count_font = _render.font(min(11, cell - 6))
+        for i, j in zip(*np.nonzero(counts)):
+            cx, cy = layout.cell_centre(i, j)
+            draw.text((cx, cy), str(int(counts[i, j])), font=count_font, anchor='mm',
+                      fill=(255, 255, 255) if t[i, j] > 0.5 else _render.TEXT)
+    if x0 > margin:  # class names on the axes
+        for i, c in enumerate(shown):
+            label = _render.fit_text(f'{c}: {names[c]}', x0 - margin - 8, small)
+            cx, cy = layout.cell_centre(i, i)
+            draw.text((x0 - 4, cy), label, fill=_render.TEXT, font=small, anchor='rm')
+            # the column label: the same text drawn into a tile, rotated, centred over column i
+            left, top, right, bottom = draw.textbbox((0, 0), label, font=small, anchor='lm')
+            tile = Image.new('RGB', (right - left + 2, bottom - top + 2), _render.BACKGROUND)
+            ImageDraw.Draw(tile).text((1 - left, (bottom - top + 2) / 2), label, fill=_render.TEXT, font=small,
+                                      anchor='lm')
             tile = tile.rotate(90, expand=True)
-            img.paste(tile, (x0 + i * cell + (cell - tile.width) // 2, y0 - 4 - tile.height))
-    for n, (a, b, _, _) in enumerate(top_pairs, start=1):
-        cx, cy = x0 + pos[b] * cell + cell / 2, y0 + pos[a] * cell + cell / 2
-        r = max(5.0, 0.7 * cell)
-        draw.ellipse((cx - r, cy - r, cx + r, cy + r), outline=(220, 30, 30), width=2)
-        draw.text((cx + r + 1, cy - r - 1), str(n), fill=(220, 30, 30), font=small, anchor='lb')
-    lx = x0 + k * cell + margin
-    for i, line in enumerate(legend_lines):
-        draw.text((lx, y0 + i * line_h), _render.fit_text(line, legend_w, small), fill=_render.TEXT, font=small)
+            img.paste(tile, (int(round(cx - tile.width / 2)), y0 - 4 - tile.height))
+    red = (220, 30, 30)
+    for n, (cx, cy), r, (lx, ly) in layout.marks:
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), outline=red, width=2)
+    for n, _, _, (lx, ly) in layout.marks:  # numbers after all circles: no circle crosses a number
+        draw.text((lx, ly), str(n), fill=red, font=small, anchor='mm', stroke_width=2,
+                  stroke_fill=_render.BACKGROUND)
+    for i, line in enumerate(_legend_lines(names, top_pairs)):
+        draw.text((layout.legend_x, y0 + i * line_h), _render.fit_text(line, layout.legend_w, small),
+                  fill=_render.TEXT, font=small)
+    bar = _render.colorbar(layout.colorbar_w, 18, 'viridis', low=low_label, high='100%', start=1.0, stop=0.1)
     img.paste(bar, (x0, y0 + k * cell + margin))
     return img
 
@@ -306,7 +396,7 @@ def make_report(predictions_csv: str, out_dir: str, labels_csv: Optional[str] = 
              f"top-5 {100 * top5:.2f}%, mean class accuracy {100 * mean_class:.2f}%; order: {order}")
     png_path = os.path.join(out_dir, 'confusion_matrix.png')
     render_confusion(cm, names, class_order(cm, acc['top1'], order), pairs[:top], title).save(png_path)
-    return dict(per_class=per_class_path, pairs=pairs_path, png=png_path, top1=top1, top5=top5,
+    return dict(per_class=per_class_path, pairs=pairs_path, png=png_path, title=title, top1=top1, top5=top5,
                 mean_class_accuracy=mean_class, videos=len(preds.labels), pair_rows=pairs[:top], names=names,
                 worst=[(c, acc['top1'][c], int(acc['videos'][c])) for c in ranked[:top]])
 

@@ -13,7 +13,8 @@ stage), draws per frame
 
 as heat maps upsampled bilinearly to the frame and blended over it. Writes ``DIR/<video>_modulators.png``
 (rows = frames, columns = input / spatial / temporal) and ``DIR/<video>_modulators.gif`` (one frame per
-input frame). Colours are scaled per column over the whole clip (1st to 99th percentile), so brightness
+input frame), and prints the predicted class (named from ``DATA.LABEL_LIST``, else from the names the checkpoint
+carries). Colours are scaled per column over the whole clip (1st to 99th percentile), so brightness
 can be compared across frames of one column, not between the two columns.
 
 The original released no visualisation code (its GitHub issue #5 asks for it); its modules stored these
@@ -100,13 +101,6 @@ def render(frames: np.ndarray, spatial: np.ndarray, temporal: np.ndarray, title:
     return grid, gif
 
 
-def class_names(config) -> Optional[list]:
-    """``DATA.LABEL_LIST`` names, or None when the file is not there."""
-    from datasets import read_label_list
-    path = config.DATA.LABEL_LIST
-    return list(read_label_list(path)) if path and os.path.isfile(path) else None
-
-
 @torch.no_grad()
 def visualize(model: torch.nn.Module, clip: torch.Tensor, stage: int = -1, block: int = -1) -> dict:
     """Run the model on one uint8 clip (T, 3, S, S) and return the maps of the chosen block.
@@ -155,6 +149,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise ValueError(f"--clip {args.clip}: expected 0..{config.TEST.NUM_CLIP - 1} "
                              f"(TEST.NUM_CLIP is {config.TEST.NUM_CLIP})")
         model = _common.load_model(config, checkpoint, device)
+        names = _common.class_names(config, _common.stored_class_names(checkpoint, config.MODEL.NUM_CLASSES))
         item = _common.eval_dataset(config, [args.video], config.TEST.NUM_CLIP, 1)[0]
         if 'unreadable' in item:
             raise ValueError(f"{args.video}: cannot read the video ({item['unreadable'][2]})")
@@ -163,9 +158,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
 
-    names = class_names(config)
     top = int(result['probs'].argmax())
-    label = names[top] if names and top < len(names) else f'class {top}'
+    label = names[top]
     name = os.path.splitext(os.path.basename(args.video))[0]
     shown = os.path.join(os.path.basename(os.path.dirname(os.path.abspath(args.video))), name)
     title = f"{shown}\n{result['key']}\npredicted: {label} ({float(result['probs'][top]):.2f})"
@@ -177,7 +171,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         grid = grid.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     grid.save(png_path, optimize=True)
     _render.save_gif(gif, gif_path)
-    print(f"wrote {png_path}\nwrote {gif_path}")
+    print(f"predicted: {label} ({float(result['probs'][top]):.2f})\nwrote {png_path}\nwrote {gif_path}")
     return 0
 
 

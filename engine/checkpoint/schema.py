@@ -10,7 +10,8 @@ Checkpoints of the original code hold a subset (``model``, ``optimizer``, ``lr_s
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Tuple
+import os
+from typing import Any, Dict, List, Optional, Tuple
 
 # (entries, meaning): the rows of README's table, in the order a checkpoint lists them.
 ENTRIES: Tuple[Tuple[Tuple[str, ...], str], ...] = (
@@ -28,13 +29,47 @@ ENTRIES: Tuple[Tuple[Tuple[str, ...], str], ...] = (
                        "(`None` without mixing)"),
     (('rng_per_rank',), "every rank's `{rng, mixup}`, in rank order, for an exact resume with the same number "
                         "of processes (with another number every rank starts from rank 0's)"),
+    (('class_names',), 'class names by id, read from `DATA.LABEL_LIST` when the checkpoint is made (`None` when '
+                       'that list is absent or does not have `MODEL.NUM_CLASSES` names): the tools name classes '
+                       'without the label file'),
 )
 
 KEYS: Tuple[str, ...] = tuple(key for keys, _ in ENTRIES for key in keys)
 
 
+def label_names(config_text: Optional[str]) -> Optional[List[str]]:
+    """The class names that the config's ``DATA.LABEL_LIST`` holds, or None.
+
+    None when there is no config text, no label list file, an unreadable one, or one whose number of
+    names is not ``MODEL.NUM_CLASSES`` (a partial list would name the wrong classes).
+    """
+    if not config_text:
+        return None
+    import yaml
+
+    from datasets.annotations import read_label_list
+    try:
+        config = yaml.safe_load(config_text) or {}
+        path = config['DATA']['LABEL_LIST']
+        num_classes = int(config['MODEL']['NUM_CLASSES'])
+    except (yaml.YAMLError, KeyError, TypeError, ValueError):
+        return None
+    if not path or not os.path.isfile(path):
+        return None
+    try:
+        names = read_label_list(path)
+    except (OSError, ValueError):
+        return None
+    return names if len(names) == num_classes else None
+
+
 def make_checkpoint(**entries: Any) -> Dict[str, Any]:
-    """The checkpoint dict of ``entries``, which must be exactly :data:`KEYS` (``ValueError`` otherwise)."""
+    """The checkpoint dict of ``entries``, which must be exactly :data:`KEYS` (``ValueError`` otherwise).
+
+    ``class_names`` may be left out: it is then read from the label list that ``config`` (YAML text) names,
+    so every checkpoint carries the names of the classes it was trained on."""
+    if 'class_names' not in entries:
+        entries['class_names'] = label_names(entries.get('config'))
     missing = [k for k in KEYS if k not in entries]
     unknown = [k for k in entries if k not in KEYS]
     if missing or unknown:
