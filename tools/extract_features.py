@@ -45,21 +45,6 @@ _logger = logging.getLogger(__name__)
 PRECISIONS = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 
 
-def output_stem(path: str) -> str:
-    return os.path.splitext(os.path.basename(path))[0]
-
-
-def check_stems(paths: Sequence[str]) -> None:
-    """Two videos with the same file name would write the same ``<stem>.npy``: refuse, naming both."""
-    seen: Dict[str, str] = {}
-    for path in paths:
-        stem = output_stem(path)
-        if stem in seen and os.path.abspath(seen[stem]) != os.path.abspath(path):
-            raise ValueError(f"{seen[stem]} and {path} would both write {stem}.npy; give them different names "
-                             f"or extract them into different --out folders")
-        seen[stem] = path
-
-
 def settings_record(settings: W.WindowSettings, checkpoint: str, precision: str, feature_dim: int) -> dict:
     return dict(settings.as_dict(), checkpoint=os.path.abspath(checkpoint), precision=precision,
                 feature_dim=int(feature_dim), features='pre_logits')
@@ -82,7 +67,7 @@ def write_result(out: str, video: W.VideoWindows, features: np.ndarray, record: 
     """``<stem>.npy`` then ``<stem>.json``, each atomically (the ``.json`` marks the video finished)."""
     from utils.fs import atomic_write, atomic_write_text
 
-    stem = output_stem(video.path)
+    stem = W.output_stem(video.path)
     atomic_write(os.path.join(out, stem + '.npy'), lambda f: np.save(f, features.astype(np.float32)))
     meta = {
         'video': video.path, 'num_frames': int(video.num_frames), 'fps': float(video.fps),
@@ -100,47 +85,6 @@ def shard(paths: Sequence[str], rank: int, world_size: int) -> List[str]:
     return list(paths[rank::world_size])
 
 
-def run_windows(model: torch.nn.Module, videos: Sequence[W.VideoWindows], settings: W.WindowSettings, batch: int,
-                workers: int, amp_dtype: Optional[torch.dtype], pre_logits: bool, on_video, on_error,
-                progress=None) -> None:
-    """Forward every window of ``videos``; ``on_video(video, outputs [windows, C])`` once per finished video,
-    ``on_error(video, reason)`` for one that fails while decoding (its partial outputs are dropped)."""
-    current, parts, failed = None, [], set()
-
-    def finish():
-        if current is not None and current not in failed:
-            on_video(videos[current], torch.cat(parts).numpy())
-
-    for item in W.iterate_window_batches(videos, settings, batch, workers):
-        v = item['video']
-        if v != current:
-            finish()
-            current, parts = v, []
-        if v in failed:
-            continue
-        if 'error' in item:
-            failed.add(v)
-            on_error(videos[v], item['error'])
-            continue
-        parts.append(W.window_outputs(model, item['clips'], amp_dtype, pre_logits=pre_logits))
-        if progress is not None:
-            progress.update(item['clips'].shape[0])
-    finish()
-
-
-def plan_all(paths: Sequence[str], settings: W.WindowSettings) -> tuple:
-    """``(planned videos, [(path, reason), ...] unreadable)``."""
-    from datasets.decoders import VideoDecodeError
-
-    planned, bad = [], []
-    for path in paths:
-        try:
-            planned.append(W.plan_windows(path, settings))
-        except VideoDecodeError as err:
-            bad.append((path, err.reason))
-    return planned, bad
-
-
 def _rank_env() -> tuple:
     rank = int(os.environ.get('RANK', '0') or 0)
     world = int(os.environ.get('WORLD_SIZE', '1') or 1)
@@ -153,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('videos', nargs='+', metavar='VIDEO_OR_DIR', help='video files or folders of videos')
     parser.add_argument('--out', required=True, metavar='DIR', help='output folder for <stem>.npy / <stem>.json')
-    add_window_arguments(parser)
+    W.add_window_arguments(parser)
     parser.add_argument('--batch', type=int, default=16, help='windows per forward pass (default 16)')
     parser.add_argument('--workers', type=int, default=2, help='decoding processes (default 2; 0 = in-process)')
     precision = parser.add_mutually_exclusive_group()
@@ -165,16 +109,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help='extract again videos finished with other settings (default: refuse)')
     _common.add_model_arguments(parser)
     return parser
-
-
-def add_window_arguments(parser: argparse.ArgumentParser, stride_default: float = 1.0) -> None:
-    """--stride, --window-frames, --crop (shared with ``tools.predict --timeline``)."""
-    parser.add_argument('--stride', type=float, default=stride_default, metavar='SECONDS',
-                        help=f'seconds between window centres (default {stride_default:g})')
-    parser.add_argument('--window-frames', type=int, default=None, metavar='N',
-                        help='video frames per window (default NUM_FRAMES x FRAME_INTERVAL)')
-    parser.add_argument('--crop', default='center', choices=W.CROPS,
-                        help="center: the evaluation's centre crop; full: the whole frame resized (default center)")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -201,7 +135,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         paths = _common.expand_videos(args.videos)
         if not paths:
             raise ValueError(f"no videos found in {' '.join(args.videos)}")
-        check_stems(paths)
+        W.check_stems(paths)
     except (OSError, ValueError, RuntimeError, ConfigError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -211,15 +145,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     os.makedirs(args.out, exist_ok=True)
     todo, skipped, unreadable = [], 0, []
     for path in mine:
-        state = finished(args.out, output_stem(path), record)
+        state = finished(args.out, W.output_stem(path), record)
         if state is True:
             skipped += 1
         elif state is False and not args.overwrite:
-            unreadable.append((path, f"{output_stem(path)}.json in {args.out} was made with other settings "
+            unreadable.append((path, f"{W.output_stem(path)}.json in {args.out} was made with other settings "
                                      f"(pass --overwrite to extract again, or use another --out)"))
         else:
             todo.append(path)
-    planned, bad = plan_all(todo, settings)
+    planned, bad = W.plan_all(todo, settings)
     unreadable += bad
     total = sum(len(v.starts) for v in planned)
     where = f" (rank {rank} of {world})" if world > 1 else ''
@@ -236,7 +170,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         unreadable.append((video.path, reason))
 
     bar = ProgressBar(total, desc='windows', enabled=rank == 0)
-    run_windows(model, planned, settings, args.batch, args.workers, PRECISIONS[args.precision], True,
+    W.run_windows(model, planned, settings, args.batch, args.workers, PRECISIONS[args.precision], True,
                 on_video, on_error, progress=bar)
     bar.close()
     for path, reason in unreadable:

@@ -21,9 +21,11 @@ New (the original had no long-video tools).
 """
 from __future__ import annotations
 
+import argparse
 import math
+import os
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -120,6 +122,21 @@ class VideoWindows:
         return self.num_frames / self.fps
 
 
+def output_stem(path: str) -> str:
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def check_stems(paths: Sequence[str]) -> None:
+    """Two videos with the same file name would write the same ``<stem>.npy``: refuse, naming both."""
+    seen: Dict[str, str] = {}
+    for path in paths:
+        stem = output_stem(path)
+        if stem in seen and os.path.abspath(seen[stem]) != os.path.abspath(path):
+            raise ValueError(f"{seen[stem]} and {path} would both write {stem}.* (output files are named by the video's file name); give them different names "
+                             f"or extract them into different --out folders")
+        seen[stem] = path
+
+
 def plan_windows(path: str, settings: WindowSettings) -> VideoWindows:
     """Open ``path`` (header only) and place its windows. Raises ``VideoDecodeError`` for an unreadable file."""
     from datasets.decoders import VideoDecodeError, open_video
@@ -187,6 +204,57 @@ def iterate_window_batches(videos: Sequence[VideoWindows], settings: WindowSetti
     loader = torch.utils.data.DataLoader(dataset, batch_size=1, shuffle=False, num_workers=workers,
                                          collate_fn=first_item)
     return iter(loader)
+
+
+def run_windows(model: torch.nn.Module, videos: Sequence[VideoWindows], settings: WindowSettings, batch: int,
+                workers: int, amp_dtype: Optional[torch.dtype], pre_logits: bool, on_video, on_error,
+                progress=None) -> None:
+    """Forward every window of ``videos``; ``on_video(video, outputs [windows, C])`` once per finished video,
+    ``on_error(video, reason)`` for one that fails while decoding (its partial outputs are dropped)."""
+    current, parts, failed = None, [], set()
+
+    def finish():
+        if current is not None and current not in failed:
+            on_video(videos[current], torch.cat(parts).numpy())
+
+    for item in iterate_window_batches(videos, settings, batch, workers):
+        v = item['video']
+        if v != current:
+            finish()
+            current, parts = v, []
+        if v in failed:
+            continue
+        if 'error' in item:
+            failed.add(v)
+            on_error(videos[v], item['error'])
+            continue
+        parts.append(window_outputs(model, item['clips'], amp_dtype, pre_logits=pre_logits))
+        if progress is not None:
+            progress.update(item['clips'].shape[0])
+    finish()
+
+
+def plan_all(paths: Sequence[str], settings: WindowSettings) -> tuple:
+    """``(planned videos, [(path, reason), ...] unreadable)``."""
+    from datasets.decoders import VideoDecodeError
+
+    planned, bad = [], []
+    for path in paths:
+        try:
+            planned.append(plan_windows(path, settings))
+        except VideoDecodeError as err:
+            bad.append((path, err.reason))
+    return planned, bad
+
+
+def add_window_arguments(parser: argparse.ArgumentParser, stride_default: float = 1.0) -> None:
+    """--stride, --window-frames, --crop (shared with ``tools.predict --timeline``)."""
+    parser.add_argument('--stride', type=float, default=stride_default, metavar='SECONDS',
+                        help=f'seconds between window centres (default {stride_default:g})')
+    parser.add_argument('--window-frames', type=int, default=None, metavar='N',
+                        help='video frames per window (default NUM_FRAMES x FRAME_INTERVAL)')
+    parser.add_argument('--crop', default='center', choices=CROPS,
+                        help="center: the evaluation's centre crop; full: the whole frame resized (default center)")
 
 
 @torch.no_grad()
