@@ -136,7 +136,8 @@ def shown_classes(probs: np.ndarray, count: int) -> list:
     return [int(c) for c in np.argsort(-peak, kind='stable')[:count]]
 
 
-def write_timeline(result: dict, names: Sequence[str], topk: int, folder: str, num_shown: int) -> tuple:
+def write_timeline(result: dict, names: Sequence[str], topk: int, folder: str, num_shown: int,
+                   stride: float) -> tuple:
     """``DIR/<stem>.csv`` and ``DIR/<stem>.png`` of one video; returns their paths."""
     import csv
     import io
@@ -153,14 +154,15 @@ def write_timeline(result: dict, names: Sequence[str], topk: int, folder: str, n
     csv_path, png_path = os.path.join(folder, stem + '.csv'), os.path.join(folder, stem + '.png')
     atomic_write_text(csv_path, buf.getvalue())
     shown = shown_classes(result['probs'], num_shown)
-    # each window drawn over its share of the stride grid, so neighbouring windows do not overlap
-    starts, ends = result['times'][:, 0], result['times'][:, 1]
-    centres = (starts + ends) / 2
-    bounds = np.concatenate([[0.0], (centres[1:] + centres[:-1]) / 2, [result['duration']]])
-    cells = np.stack([bounds[:-1], bounds[1:]], axis=1)
+    # window k is drawn over its cell of the stride grid, [k, k + 1) x stride (windows overlap or leave gaps
+    # between them; the cells tile the video)
+    count = len(result['probs'])
+    grid = np.minimum(np.arange(count + 1) * stride, result['duration'])
+    cells = np.stack([grid[:-1], grid[1:]], axis=1)
+    span = result['times'][0, 1] - result['times'][0, 0]
     image = probability_timeline(cells, result['probs'][:, shown], [names[c] for c in shown], result['duration'],
-                                 title=f"{os.path.basename(result['video'])}: probability per "
-                                       f"{len(starts)} windows")
+                                 title=f"{os.path.basename(result['video'])}: class probability of {count} windows "
+                                       f"({span:.2g} s each, every {stride:g} s)")
     atomic_write(png_path, lambda f: image.save(f, format='PNG'))
     return csv_path, png_path
 
@@ -248,7 +250,7 @@ def _main_timeline(args, model, config, paths) -> int:
     for result in results:
         print(format_timeline(result, names, topk))
         csv_path, png_path = write_timeline(result, names, topk, args.timeline_dir,
-                                            min(args.timeline_classes, config.MODEL.NUM_CLASSES))
+                                            min(args.timeline_classes, config.MODEL.NUM_CLASSES), settings.stride)
         print(f"  -> {csv_path}, {png_path}")
     for bad in unreadable:
         print(f"error: {bad['video']}: cannot read the video ({bad['reason']})", file=sys.stderr)
