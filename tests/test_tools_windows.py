@@ -26,12 +26,7 @@ NAMES = ['waving', 'high five, both hands', 'nodding']
 FPS, SECONDS, SIZE, FRAMES = 10, 10, 32, 4
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def moving_block(num_frames, seed=0, height=32, width=40):
@@ -44,7 +39,7 @@ def moving_block(num_frames, seed=0, height=32, width=40):
 
 
 @pytest.fixture(scope='module')
-def setup(tmp_path_factory, one_thread):
+def setup(tmp_path_factory, one_torch_thread):
     tmp = tmp_path_factory.mktemp('windows')
     videos = tmp / 'videos'
     videos.mkdir()

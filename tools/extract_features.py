@@ -158,8 +158,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     total = sum(len(v.starts) for v in planned)
     where = f" (rank {rank} of {world})" if world > 1 else ''
     print(f"{len(mine)} videos{where}: {skipped} already done, {len(planned)} to extract ({total} windows, "
-          f"stride {settings.stride:g} s, {settings.window_frames} frames per window), {len(unreadable)} unreadable",
-          flush=True)
+          f"stride {settings.stride:g} s, {settings.window_frames} frames per window), {len(unreadable)} that "
+          f"cannot be extracted (listed at the end)", flush=True)
     written = []
 
     def on_video(video, features):
@@ -171,14 +171,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     bar = ProgressBar(total, desc='windows', enabled=rank == 0)
     W.run_windows(model, planned, settings, args.batch, args.workers, PRECISIONS[args.precision], True,
-                on_video, on_error, progress=bar)
+                  on_video, on_error, progress=bar)
     bar.close()
     for path, reason in unreadable:
         print(f"error: {path}: {reason}", file=sys.stderr)
+    listing = os.path.join(args.out, 'unreadable.txt' if world == 1 else f'unreadable.rank{rank}.txt')
     if unreadable:
         from utils.fs import atomic_write_text
-        name = 'unreadable.txt' if world == 1 else f'unreadable.rank{rank}.txt'
-        atomic_write_text(os.path.join(args.out, name), ''.join(f"{p}\t{r}\n" for p, r in unreadable))
+        atomic_write_text(listing, ''.join(f"{p}\t{r}\n" for p, r in unreadable))
+    elif os.path.isfile(listing):   # a previous run's list: this run read every video
+        os.remove(listing)
     print(f"wrote features of {len(written)} videos to {args.out} in {format_duration(time.time() - bar.start)}"
           f" ({model.num_features} values per window)", flush=True)
     return 1 if unreadable else 0

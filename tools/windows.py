@@ -132,8 +132,8 @@ def check_stems(paths: Sequence[str]) -> None:
     for path in paths:
         stem = output_stem(path)
         if stem in seen and os.path.abspath(seen[stem]) != os.path.abspath(path):
-            raise ValueError(f"{seen[stem]} and {path} would both write {stem}.* (output files are named by the video's file name); give them different names "
-                             f"or extract them into different --out folders")
+            raise ValueError(f"{seen[stem]} and {path} would both write {stem}.* (outputs are named by the video's "
+                             f"file name); rename one, or run them into different output folders")
         seen[stem] = path
 
 
@@ -191,7 +191,7 @@ class WindowBatches(torch.utils.data.Dataset):
 
 
 def first_item(items: list) -> dict:
-    """``collate_fn`` for ``WindowBatches`` in a DataLoader with ``batch_size=None``-like use (batch_size 1)."""
+    """``collate_fn`` of a DataLoader over ``WindowBatches`` with batch size 1: an item is already a batch."""
     return items[0]
 
 
@@ -227,6 +227,8 @@ def run_windows(model: torch.nn.Module, videos: Sequence[VideoWindows], settings
         if 'error' in item:
             failed.add(v)
             on_error(videos[v], item['error'])
+            if progress is not None:   # its remaining windows will not be forwarded
+                progress.update(len(videos[v].starts) - item['first'])
             continue
         parts.append(window_outputs(model, item['clips'], amp_dtype, pre_logits=pre_logits))
         if progress is not None:
