@@ -183,7 +183,9 @@ def num_classes_from_label_list(config: CN) -> None:
     try:
         count = len(read_label_list(path))
     except AnnotationError as err:
-        raise ConfigError(f"DATA.LABEL_LIST: {err}") from None
+        if 0 in (model, data):
+            raise ConfigError(f"DATA.LABEL_LIST: {err}") from None
+        return   # a count is set: a list that cannot be read is the business of whoever reads it (or makes it)
     set_here = []
     for key, value, default in (('MODEL.NUM_CLASSES', model, _C.MODEL.NUM_CLASSES),
                                 ('DATA.NUM_CLASSES', data, _C.DATA.NUM_CLASSES)):

@@ -66,7 +66,13 @@ def test_num_classes_from_the_label_list(tmp_path):
     # 0 needs the list
     with pytest.raises(ConfigError, match=r'MODEL.NUM_CLASSES is 0 .* DATA.LABEL_LIST .*none.csv is not found'):
         load_config(None, ['DATA.LABEL_LIST', str(tmp_path / 'none.csv'), 'MODEL.NUM_CLASSES', '0'])
-    # a count set with no list to compare (the defaults' missing ucf list) is left alone
+    # a count set with no list to compare (the defaults' missing ucf list, an empty file not yet generated) is
+    # left alone; an unreadable list is only an error when the count must come from it
+    (tmp_path / 'empty.csv').write_text('')
+    assert load_config(None, ['DATA.LABEL_LIST', str(tmp_path / 'empty.csv'), 'MODEL.NUM_CLASSES', '2',
+                              'DATA.NUM_CLASSES', '2']).MODEL.NUM_CLASSES == 2
+    with pytest.raises(ConfigError, match='DATA.LABEL_LIST: .*empty.csv: no classes listed'):
+        load_config(None, ['DATA.LABEL_LIST', str(tmp_path / 'empty.csv'), 'MODEL.NUM_CLASSES', '0'])
     c = load_config(None, ['MODEL.NUM_CLASSES', '7', 'DATA.NUM_CLASSES', '7'])
     assert c.MODEL.NUM_CLASSES == 7
 
