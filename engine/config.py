@@ -208,6 +208,7 @@ def finalize_config(config: CN) -> CN:
         config.TRAIN.AMP = AMP_OPT_LEVELS[config.AMP_OPT_LEVEL]
     for key, value, choices in _choice_lists(config):
         _check_choice(key, value, choices)
+    num_classes_from_label_list(config)
     # The original's defaults disagree (101 vs 1000); once a config sets either, they must agree.
     defaults = (_C.DATA.NUM_CLASSES, _C.MODEL.NUM_CLASSES)
     if (config.DATA.NUM_CLASSES, config.MODEL.NUM_CLASSES) != defaults and \
@@ -228,6 +229,47 @@ def finalize_config(config: CN) -> CN:
     return config
 
 
+def num_classes_from_label_list(config: CN) -> None:
+    """``MODEL.NUM_CLASSES`` / ``DATA.NUM_CLASSES`` left at 0: the number of classes of ``DATA.LABEL_LIST``.
+
+    A folder prepared by ``python -m datasets.prepare folder`` brings its ``labels.csv``, so the
+    fine-tuning configs leave the class count at 0 and it follows the data. With a count set, a label
+    list that exists and names another number of classes is an error (reports would name the wrong
+    classes, or a label would fall outside the head). A missing list is only an error when the count
+    has to come from it. DATA.LABEL_LIST is read as it stands: call this after paths are resolved.
+    """
+    model, data = config.MODEL.NUM_CLASSES, config.DATA.NUM_CLASSES
+    path = config.DATA.LABEL_LIST
+    if (model, data) == (_C.MODEL.NUM_CLASSES, _C.DATA.NUM_CLASSES):
+        return   # neither set: the defaults (which disagree with each other) are left to the check below
+    if model != 0 and data != 0 and not (path and os.path.isfile(path)):
+        return
+    if model == 0 or data == 0:
+        if not path:
+            raise ConfigError("MODEL.NUM_CLASSES is 0 (take it from the label list) but DATA.LABEL_LIST is empty")
+        if not os.path.isfile(path):
+            raise ConfigError(f"MODEL.NUM_CLASSES is 0 (take it from the label list) but DATA.LABEL_LIST "
+                              f"{path} is not found")
+    from datasets.annotations import AnnotationError, read_label_list
+    try:
+        count = len(read_label_list(path))
+    except AnnotationError as err:
+        if 0 in (model, data):
+            raise ConfigError(f"DATA.LABEL_LIST: {err}") from None
+        return   # a count is set: a list that cannot be read is the business of whoever reads it (or makes it)
+    set_here = []
+    for key, value, default in (('MODEL.NUM_CLASSES', model, _C.MODEL.NUM_CLASSES),
+                                ('DATA.NUM_CLASSES', data, _C.DATA.NUM_CLASSES)):
+        # left at 0, or (DATA's) left at the original's default while the other one is 0
+        if value == 0 or (value == default and 0 in (model, data)):
+            set_here.append(key)
+        elif value != count:
+            raise ConfigError(f"{key} is {value} but DATA.LABEL_LIST {path} names {count} classes; set {key} "
+                              f"to {count} (or 0 to take it from the list) or use the list of the data")
+    config.MODEL.NUM_CLASSES = count if 'MODEL.NUM_CLASSES' in set_here else model
+    config.DATA.NUM_CLASSES = count if 'DATA.NUM_CLASSES' in set_here else data
+
+
 def _choice_lists(config: CN) -> List[Tuple[str, Any, tuple]]:
     """``(key, value, allowed values)``: each list is the one of the component that uses the key.
 
@@ -238,6 +280,7 @@ def _choice_lists(config: CN) -> List[Tuple[str, Any, tuple]]:
     from datasets.transforms import ERASE_MODES
     from datasets.video_dataset import ON_UNREADABLE
     from engine.amp import AMP_MODES
+    from engine.checkpoint.weights import PRETRAINED_HEAD_MODES
     from engine.evaluator import SCORE_AGGREGATIONS
     from engine.lr_schedule import SCHEDULES
     from engine.optim import OPTIMIZERS
@@ -252,6 +295,7 @@ def _choice_lists(config: CN) -> List[Tuple[str, Any, tuple]]:
         ('MODEL.INIT', config.MODEL.INIT, WEIGHT_INITS),
         ('MODEL.DROP_PATH_MODE', config.MODEL.DROP_PATH_MODE, DROP_PATH_MODES),
         ('TRAIN.AMP', config.TRAIN.AMP, AMP_MODES),
+        ('TRAIN.PRETRAINED_HEAD', config.TRAIN.PRETRAINED_HEAD, PRETRAINED_HEAD_MODES),
         ('TRAIN.OPTIMIZER.NAME', config.TRAIN.OPTIMIZER.NAME.lower(), OPTIMIZERS),
         ('TRAIN.LR_SCHEDULER.NAME', config.TRAIN.LR_SCHEDULER.NAME, SCHEDULES),
         ('DATA.DECODER', config.DATA.DECODER, ('auto',) + tuple(BACKENDS)),

@@ -101,6 +101,9 @@ _C.TRAIN.USE_CHECKPOINT = False           # gradient checkpointing of every bloc
 # memory); ignored when USE_CHECKPOINT recomputes whole blocks
 _C.TRAIN.SELECTIVE_CHECKPOINT = True
 _C.TRAIN.PRETRAINED_PATH = ''             # initial weights: ImageNet FocalNet-SRF (microsoft or timm) or a video run
+# head from a video PRETRAINED_PATH: auto (kept when it has the model's number of classes) | new (always re-drawn:
+# fine-tuning on other classes)
+_C.TRAIN.PRETRAINED_HEAD = 'auto'
 _C.TRAIN.LR_SCALING = True                # scale BASE_LR/WARMUP_LR/MIN_LR by total batch / 512 (x ACCUMULATION_STEPS)
 _C.TRAIN.AMP = 'none'                     # mixed precision: none | fp16 (autocast + GradScaler) | bf16
 _C.TRAIN.COMPILE = False                  # torch.compile the model

@@ -142,6 +142,7 @@ def map_pretrained_state_dict(
         source: Mapping[str, torch.Tensor],
         target_shapes: Mapping[str, Sequence[int]],
         source_name: str = 'checkpoint',
+        keep_head: bool = True,
 ) -> Tuple[Dict[str, torch.Tensor], Dict[str, object]]:
     """Decide, for every target tensor, where its value comes from.
 
@@ -150,6 +151,8 @@ def map_pretrained_state_dict(
             Tensors may live on the ``meta`` device (only shapes are needed to plan).
         target_shapes: ``{key: shape}`` of the Video-FocalNet to initialise, in registration order.
         source_name: file name used in error messages.
+        keep_head: keep a video checkpoint's head when its shape fits (False: always a new head, for
+            fine-tuning on other classes that happen to be as many as the checkpoint's).
 
     Returns:
         ``(tensors, report)``: ``tensors`` maps target keys to the values to copy (already renamed, reshaped
@@ -179,7 +182,7 @@ def map_pretrained_state_dict(
         if key in HEAD_KEYS:
             # A head is only worth keeping from a video checkpoint with the same classes; an ImageNet head
             # (1000 classes) never is, even when the class counts happen to agree.
-            if from_video and value is not None and tuple(value.shape) == shape:
+            if keep_head and from_video and value is not None and tuple(value.shape) == shape:
                 tensors[key] = value
                 report['loaded'].append(key)
             else:

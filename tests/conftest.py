@@ -6,6 +6,7 @@ helpers (subprocess runs of ``main.py``, tiny-model options) are in ``engine_hel
 import os
 
 import pytest
+import torch
 
 from engine_helpers import TOY_CFG, make_tiny_data, tiny_opts
 from video_helpers import write_video_dir
@@ -37,3 +38,13 @@ def video_dir(tmp_path_factory):
     """Seven tiny H.264/VP9 videos of 20-45 frames (3 classes), plus every kind of unreadable file
     (``video_helpers.write_video_dir``)."""
     return write_video_dir(tmp_path_factory.mktemp('videos'))
+
+
+@pytest.fixture(scope='module')
+def one_torch_thread():
+    """One intra-op thread for a module of tiny-model tests: a second thread only adds synchronisation (and
+    stalls when other processes occupy the cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -10,7 +10,8 @@ from engine.config import (ConfigError, apply_lr_scaling, config_from_yaml_text,
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE = os.path.join(REPO, 'tests', 'assets')  # golden data, see tests/assets/README.md
-SHIPPED = sorted(f for f in glob.glob(os.path.join(REPO, 'configs', '*', '*.yaml')) if '_base_' not in f)
+SHIPPED = sorted(f for f in glob.glob(os.path.join(REPO, 'configs', '*', '*.yaml'))
+                 if '_base_' not in f and not os.path.basename(f).startswith('_'))   # _recipe.yaml: a BASE file
 ORIGINAL = sorted(glob.glob(os.path.join(REFERENCE, 'original_configs', '*', '*.yaml')))
 assert len(ORIGINAL) == 7, f'the seven original yaml files belong in {REFERENCE}/original_configs'
 
@@ -33,10 +34,57 @@ def test_original_yaml_files_load_unchanged(path):
 
 
 @pytest.mark.parametrize('path', SHIPPED, ids=lambda p: os.path.relpath(p, REPO))
-def test_shipped_configs_load(path):
-    c = load_config(path)
+def test_shipped_configs_load(path, tmp_path):
+    opts = []
+    if os.sep + 'finetune' + os.sep in path:   # the class count comes from the prepared folder's label list
+        (tmp_path / 'labels.csv').write_text('id,name\n0,a\n1,b\n2,c\n')
+        opts = ['DATA.LABEL_LIST', str(tmp_path / 'labels.csv')]
+    c = load_config(path, opts)
     assert c.DATA.NUM_CLASSES == c.MODEL.NUM_CLASSES
-    assert os.path.isfile(os.path.join(REPO, c.DATA.LABEL_LIST)) or c.DATA.DATASET == 'toy'
+    assert os.path.isfile(os.path.join(REPO, c.DATA.LABEL_LIST)) or c.DATA.DATASET == 'toy' or opts
+
+
+def _labels(tmp_path, count):
+    path = tmp_path / f'labels{count}.csv'
+    path.write_text('id,name\n' + ''.join(f'{i},class {i}, with comma\n' for i in range(count)))
+    return str(path)
+
+
+def test_num_classes_from_the_label_list(tmp_path):
+    three = _labels(tmp_path, 3)
+    for opts in (['MODEL.NUM_CLASSES', '0', 'DATA.NUM_CLASSES', '0'],   # both left at 0
+                 ['MODEL.NUM_CLASSES', '0'],                            # DATA at the original's default
+                 ['MODEL.NUM_CLASSES', '0', 'DATA.NUM_CLASSES', '3'],
+                 ['MODEL.NUM_CLASSES', '3', 'DATA.NUM_CLASSES', '3']):  # set and agreeing
+        c = load_config(None, ['DATA.LABEL_LIST', three, *opts])
+        assert (c.MODEL.NUM_CLASSES, c.DATA.NUM_CLASSES) == (3, 3), opts
+    # set and disagreeing: one line naming both
+    with pytest.raises(ConfigError, match=r'^MODEL.NUM_CLASSES is 4 but DATA.LABEL_LIST .*labels3.csv names 3 classes'):
+        load_config(None, ['DATA.LABEL_LIST', three, 'MODEL.NUM_CLASSES', '4', 'DATA.NUM_CLASSES', '4'])
+    with pytest.raises(ConfigError, match='DATA.NUM_CLASSES is 5 but DATA.LABEL_LIST'):
+        load_config(None, ['DATA.LABEL_LIST', three, 'MODEL.NUM_CLASSES', '0', 'DATA.NUM_CLASSES', '5'])
+    # 0 needs the list
+    with pytest.raises(ConfigError, match=r'MODEL.NUM_CLASSES is 0 .* DATA.LABEL_LIST .*none.csv is not found'):
+        load_config(None, ['DATA.LABEL_LIST', str(tmp_path / 'none.csv'), 'MODEL.NUM_CLASSES', '0'])
+    # a count set with no list to compare (the defaults' missing ucf list, an empty file not yet generated) is
+    # left alone; an unreadable list is only an error when the count must come from it
+    (tmp_path / 'empty.csv').write_text('')
+    assert load_config(None, ['DATA.LABEL_LIST', str(tmp_path / 'empty.csv'), 'MODEL.NUM_CLASSES', '2',
+                              'DATA.NUM_CLASSES', '2']).MODEL.NUM_CLASSES == 2
+    with pytest.raises(ConfigError, match='DATA.LABEL_LIST: .*empty.csv: no classes listed'):
+        load_config(None, ['DATA.LABEL_LIST', str(tmp_path / 'empty.csv'), 'MODEL.NUM_CLASSES', '0'])
+    c = load_config(None, ['MODEL.NUM_CLASSES', '7', 'DATA.NUM_CLASSES', '7'])
+    assert c.MODEL.NUM_CLASSES == 7
+
+
+def test_finetune_recipe_takes_the_classes_and_its_lr_as_given(tmp_path):
+    for size in ('tiny', 'base'):
+        c = load_config(os.path.join(REPO, 'configs', 'finetune', f'video-focalnet_{size}.yaml'),
+                        ['DATA.LABEL_LIST', _labels(tmp_path, 6)])
+        assert c.MODEL.NUM_CLASSES == c.DATA.NUM_CLASSES == 6
+        assert c.TRAIN.PRETRAINED_HEAD == 'new' and c.TRAIN.PRETRAINED_PATH.endswith(f'video-focalnet_{size}_k400.pth')
+        lr = c.TRAIN.BASE_LR
+        assert apply_lr_scaling(c, world_size=4).TRAIN.BASE_LR == lr == 1e-4   # no scaling by GPUs or batch
 
 
 def test_shipped_configs_state_the_published_recipe():
@@ -135,7 +183,8 @@ def test_yaml_text_round_trip():
 
 def test_keys_the_original_ignored_are_listed_for_original_yamls_only():
     for path in glob.glob(os.path.join(REPO, 'configs', '*', 'video-focalnet_*.yaml')):
-        if os.sep + 'toy' + os.sep not in path:
+        # the toy and fine-tuning recipes are not the published one (their weight decay is deliberate)
+        if os.sep + 'toy' + os.sep not in path and os.sep + 'finetune' + os.sep not in path:
             assert keys_the_original_ignored(load_config(path)) == [], path
     original = os.path.join(REFERENCE, 'original_configs', 'kinetics400', 'video-focalnet_tiny.yaml')
     listed = ' | '.join(keys_the_original_ignored(load_config(original)))

@@ -429,3 +429,110 @@ def test_module_entry_point_exit_status(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_info:
         runpy.run_module('datasets.prepare', run_name='__main__')
     assert exit_info.value.code == 2 and 'not found (--annotations)' in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------------------
+# folder: your own videos in class subfolders
+# ------------------------------------------------------------------------------------------------------------
+FOLDER_CLASSES = {'waving, both hands': 5, 'high five': 4, 'Nod': 2, 'sneeze': 1}
+
+
+@pytest.fixture
+def own_videos(tmp_path):
+    videos = tmp_path / 'my videos'
+    for name, count in FOLDER_CLASSES.items():
+        touch(videos, *[f'{name}/clip {i}.mp4' for i in range(count)])
+    touch(videos, 'high five/deeper/extra.MOV', 'Nod/notes.txt', 'Nod/.DS_Store', 'README.md')
+    return videos
+
+
+def split_of(out):
+    names = read_label_list(str(out / 'labels.csv'))
+    return {split: sorted((path, names[label]) for path, label in read_annotations(str(out / f'{split}.csv')))
+            for split in ('train', 'val')}
+
+
+def test_folder_stratified_split_labels_notes_and_manifest(own_videos, tmp_path, capsys):
+    out = tmp_path / 'own'
+    status, stdout, err = run(capsys, 'folder', '--videos', own_videos, '--out', out, '--val-fraction', '0.25')
+    assert status == 0, err
+    # ids in sorted name order; names with commas and spaces survive the label list
+    assert read_label_list(str(out / 'labels.csv')) == sorted(FOLDER_CLASSES)
+    assert lines(out / 'labels.csv')[0] == 'id,name'
+    splits = split_of(out)
+    per_class = {s: {n: sum(1 for _, c in rows if c == n) for n in FOLDER_CLASSES} for s, rows in splits.items()}
+    # round(n * 0.25) held out, at least 1 and at most n - 1; the single video trains; the .MOV in a subfolder counts
+    assert per_class['val'] == {'waving, both hands': 1, 'high five': 1, 'Nod': 1, 'sneeze': 0}
+    assert per_class['train'] == {'waving, both hands': 4, 'high five': 4, 'Nod': 1, 'sneeze': 1}
+    assert not set(splits['train']) & set(splits['val'])
+    assert ('high five/deeper/extra.MOV', 'high five') in splits['train'] + splits['val']
+    assert 'train: 10 videos, 4 classes' in stdout and 'val: 3 videos, 3 classes' in stdout
+    assert "single video" in stdout and "'sneeze'" in stdout
+    assert 'left out 2 file(s)' in stdout and 'Nod/notes.txt' in stdout and 'README.md' in stdout
+    assert '.DS_Store' not in stdout
+    manifest = json.loads((out / 'manifest.json').read_text())
+    assert manifest['root'] == str(own_videos) and manifest['seed'] == 0 and manifest['val_fraction'] == 0.25
+    assert manifest['splits']['val']['videos'] == 3 and manifest['labels']['classes'] == 4
+    assert sorted(manifest['left_out']) == ['Nod/notes.txt', 'README.md']
+    # the lists are relative to the root and name existing files; main.py's check matches the manifest
+    for path, _ in read_annotations(str(out / 'train.csv'), root=manifest['root']):
+        assert os.path.isfile(path)
+    check = check_list(str(out / 'val.csv'), label_list=str(out / 'labels.csv'))
+    assert check.status == 'match' and check.labels_match is True
+    # deterministic for a seed (a second run writes nothing), another seed picks other videos
+    assert run(capsys, 'folder', '--videos', own_videos, '--out', out, '--val-fraction', '0.25')[1].strip() \
+        .endswith('already up to date, nothing written')
+    other = tmp_path / 'other'
+    assert run(capsys, 'folder', '--videos', own_videos, '--out', other, '--val-fraction', '0.25',
+               '--seed', '3')[0] == 0
+    assert split_of(other) != splits and read_label_list(str(other / 'labels.csv')) == sorted(FOLDER_CLASSES)
+
+
+def test_folder_split_does_not_move_when_a_class_is_added(own_videos, tmp_path, capsys):
+    assert run(capsys, 'folder', '--videos', own_videos, '--out', tmp_path / 'a')[0] == 0
+    touch(own_videos, *[f'clapping/{i}.webm' for i in range(3)])
+    assert run(capsys, 'folder', '--videos', own_videos, '--out', tmp_path / 'b')[0] == 0
+    before, after = split_of(tmp_path / 'a'), split_of(tmp_path / 'b')
+    assert [r for r in after['val'] if r[1] != 'clapping'] == before['val']
+
+
+def test_folder_train_and_val_folders_are_the_splits(tmp_path, capsys):
+    videos = tmp_path / 'videos'
+    touch(videos, 'train/jump/a.mp4', 'train/jump/b.mp4', 'train/run/c.mkv', 'val/jump/d.mp4', 'val/run/e.avi',
+          'val/swim/f.mp4')
+    out = tmp_path / 'out'
+    status, stdout, _ = run(capsys, 'folder', '--videos', videos, '--out', out)
+    assert status == 0
+    assert split_of(out) == {'train': [('train/jump/a.mp4', 'jump'), ('train/jump/b.mp4', 'jump'),
+                                       ('train/run/c.mkv', 'run')],
+                             'val': [('val/jump/d.mp4', 'jump'), ('val/run/e.avi', 'run'), ('val/swim/f.mp4', 'swim')]}
+    assert "only in val/" in stdout and "'swim'" in stdout
+    assert json.loads((out / 'manifest.json').read_text())['layout'] == 'split folders'
+
+
+@pytest.mark.parametrize('case', ['empty class', 'loose video', 'no classes', 'bad fraction', 'no val'])
+def test_folder_errors_name_the_problem_and_write_nothing(tmp_path, capsys, case):
+    videos = tmp_path / 'videos'
+    touch(videos, 'a/1.mp4', 'a/2.mp4', 'b/1.mp4', 'b/2.mp4')
+    args = []
+    if case == 'empty class':
+        (videos / 'c').mkdir()
+        touch(videos, 'c/readme.txt')
+        expected = f"{videos / 'c'}: class folder holds no video files"
+    elif case == 'loose video':
+        touch(videos, 'stray.mp4')
+        expected = 'outside any class folder (stray.mp4)'
+    elif case == 'no classes':
+        videos = tmp_path / 'flat'
+        videos.mkdir()
+        expected = 'no class subfolders'
+    elif case == 'bad fraction':
+        args = ['--val-fraction', '1.5']
+        expected = '--val-fraction 1.5: expected a number between 0 and 1'
+    else:
+        videos = tmp_path / 'singles'
+        touch(videos, 'a/1.mp4', 'b/1.mp4')
+        expected = "split 'val' has no videos"
+    status, _, err = run(capsys, 'folder', '--videos', videos, '--out', tmp_path / 'out', *args)
+    assert status == 2 and expected in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / 'out').exists()

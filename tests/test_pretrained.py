@@ -192,3 +192,30 @@ def test_layout_detection_and_unreadable_file(tmp_path):
     bad.write_bytes(b'<html>404</html>')  # a failed download
     with pytest.raises(CheckpointError, match='not a readable PyTorch checkpoint'):
         load_pretrained(_video_model(), bad)
+
+
+def test_video_checkpoint_head_dropped_with_a_note_and_new_head_on_request(tmp_path, caplog):
+    """Fine-tuning a released video model on your own classes: a head of another width is dropped with a
+    logged note; TRAIN.PRETRAINED_HEAD new also drops one of the same width (other classes, as many)."""
+    import logging
+    from types import SimpleNamespace
+
+    source_model = _video_model(num_classes=5)
+    path = tmp_path / 'video-focalnet_tiny_k400.pth'
+    torch.save({'model': source_model.state_dict()}, path)
+    with caplog.at_level(logging.INFO, logger='engine.checkpoint.weights'):
+        load_pretrained(_video_model(num_classes=3), path)
+    assert f'{path}: its 5-class head is dropped (the model has 3 classes); a new head is drawn' in caplog.text
+
+    caplog.clear()
+    config = SimpleNamespace(TRAIN=SimpleNamespace(PRETRAINED_HEAD='new'), MODEL=SimpleNamespace(NAME='own'))
+    model = _video_model(num_classes=5)
+    with caplog.at_level(logging.INFO, logger='engine.checkpoint.weights'):
+        report = load_pretrained(model, path, config)
+    assert report['reinitialised'] == list(HEAD) and report['skipped'] == list(HEAD)
+    assert 'its 5-class head is dropped (TRAIN.PRETRAINED_HEAD new)' in caplog.text
+    assert not torch.equal(model.head.weight, source_model.head.weight)
+    assert torch.equal(model.patch_embed.proj.weight, source_model.patch_embed.proj.weight)
+    config.TRAIN.PRETRAINED_HEAD = 'keep'
+    with pytest.raises(ValueError, match="TRAIN.PRETRAINED_HEAD: expected one of"):
+        load_pretrained(model, path, config)

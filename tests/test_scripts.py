@@ -34,3 +34,59 @@ def test_toy_script_runs_main_with_passed_through_arguments(tmp_path, gpus):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'throughput:' in proc.stdout and 'clips/s' in proc.stdout
     assert f'world_size {gpus}' in proc.stdout
+
+
+def test_finetune_script_refuses_missing_inputs(tmp_path):
+    script = os.path.join(REPO, 'scripts', 'finetune.sh')
+    proc = subprocess.run(['bash', script, str(tmp_path), str(tmp_path / 'none.pth')], capture_output=True, text=True)
+    assert proc.returncode == 2 and 'labels.csv not found' in proc.stderr and 'datasets.prepare folder' in proc.stderr
+    for name in ('labels.csv', 'train.csv', 'val.csv'):
+        (tmp_path / name).write_text('')
+    proc = subprocess.run(['bash', script, str(tmp_path), str(tmp_path / 'none.pth')], capture_output=True, text=True)
+    assert proc.returncode == 2 and 'none.pth: checkpoint not found' in proc.stderr
+    proc = subprocess.run(['bash', script, str(tmp_path), script], capture_output=True, text=True,
+                          env=dict(env(), MODEL='huge'))
+    assert proc.returncode == 2 and 'MODEL=huge: expected tiny or base' in proc.stderr
+
+
+@pytest.mark.slow
+def test_finetune_script_from_a_prepared_folder_with_a_new_head(tmp_path):
+    """scripts/finetune.sh DATA_DIR PRETRAINED: classes from the folder's labels.csv, DATA.ROOT from its
+    manifest, the pretrained video checkpoint's head dropped (logged) and a new one trained."""
+    import torch
+
+    from datasets.prepare.folder import main as prepare_folder
+    from engine.checkpoint import save_checkpoint
+    from engine.config import load_config
+    from models import build_model
+
+    toy = make_tiny_data(str(tmp_path / 'toy'), num_train=8, num_val=1)
+    videos = tmp_path / 'my videos'
+    for line in open(os.path.join(toy, 'train.csv')).read().split()[:6]:
+        path, label = line.rsplit(',', 1)
+        folder = videos / ('pair, even' if int(label) % 2 == 0 else 'odd one')
+        folder.mkdir(parents=True, exist_ok=True)
+        os.link(os.path.join(toy, path), folder / os.path.basename(path))
+    data = tmp_path / 'own'
+    assert prepare_folder(['--videos', str(videos), '--out', str(data), '--val-fraction', '0.3']) == 0
+
+    labels5 = tmp_path / 'labels5.csv'
+    labels5.write_text('id,name\n' + ''.join(f'{i},c{i}\n' for i in range(5)))
+    small = ['DATA.NUM_FRAMES', '4', 'DATA.IMG_SIZE', '32', 'DATA.INPUT_SIZE', '32']
+    config = load_config(os.path.join(REPO, 'configs', 'finetune', 'video-focalnet_toy.yaml'),
+                         ['DATA.LABEL_LIST', str(labels5), *small])
+    pretrained = tmp_path / 'pretrained.pth'
+    save_checkpoint(pretrained, {'model': build_model(config).state_dict()})
+
+    run_env = dict(env(), MODEL='toy', OUTPUT=str(tmp_path / 'out'), GPUS='1')
+    proc = subprocess.run(['bash', os.path.join(REPO, 'scripts', 'finetune.sh'), str(data), str(pretrained),
+                           '--opts', *small, 'TRAIN.EPOCHS', '1', 'DATA.NUM_WORKERS', '0', 'DATA.BATCH_SIZE', '2',
+                           'TEST.NUM_CLIP', '1', 'TEST.NUM_CROP', '1', 'TRAIN.FINAL_TEST', 'False',
+                           'TENSORBOARD', 'False'],
+                          cwd=str(tmp_path), env=run_env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f'{pretrained}: its 5-class head is dropped (the model has 2 classes)' in proc.stdout
+    run_dir = glob.glob(str(tmp_path / 'out' / 'own' / 'video-focalnet_toy' / '*'))
+    assert len(run_dir) == 1
+    saved = torch.load(os.path.join(run_dir[0], 'last.pth'), map_location='cpu', weights_only=False)
+    assert saved['model']['head.weight'].shape[0] == 2

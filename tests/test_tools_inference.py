@@ -30,17 +30,11 @@ def _opts(tmp, **extra):
     return [str(x) for kv in opts.items() for x in kv]
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    # tiny tensors: a second intra-op thread only adds synchronisation (and stalls on a busy machine)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 @pytest.fixture(scope='module')
-def setup(tmp_path_factory, one_thread):
+def setup(tmp_path_factory, one_torch_thread):
     tmp = tmp_path_factory.mktemp('tools')
     rng = np.random.default_rng(0)
     videos = tmp / 'videos'

@@ -178,3 +178,94 @@ def save_gif(frames: Sequence[Image.Image], path: str, duration_ms: int = 250) -
         raise ValueError(f"{path}: no frames to write")
     pal = [f.convert('P', palette=Image.ADAPTIVE, colors=255) for f in frames]
     pal[0].save(path, save_all=True, append_images=pal[1:], duration=duration_ms, loop=0, disposal=2)
+
+
+def _time_step(duration: float, width: int, min_px: int = 60) -> float:
+    """A round tick step in seconds (1, 2, 5 x 10^k) that leaves at least ``min_px`` pixels between ticks."""
+    target = max(duration * min_px / max(width, 1), 1e-6)
+    base = 10.0 ** np.floor(np.log10(target))
+    for m in (1, 2, 5, 10):
+        if m * base >= target:
+            return float(m * base)
+    return float(10 * base)
+
+
+def format_seconds(t: float) -> str:
+    """``42s``, ``1:05``, ``1:02:03`` (tick labels); fractions of a second only when the tick needs them."""
+    if t < 60:
+        return f"{t:g}s" if t != int(t) else f"{int(t)}s"
+    t = int(round(t))
+    h, rest = divmod(t, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def probability_timeline(times: np.ndarray, probs: np.ndarray, names: Sequence[str], duration: float,
+                         title: str = '', width: int = 960, row_height: int = 24, font_size: int = 12,
+                         cmap: str = 'viridis') -> Image.Image:
+    """A timeline of class probabilities over a video: one strip per class, time on x.
+
+    Args:
+        times: (W, 2) cell start/end in seconds of each window (cells do not overlap; gaps stay white).
+        probs: (W, K) probability of each shown class in each window.
+        names: the K class names, one strip each, top to bottom.
+        duration: the video's length in seconds (the x-axis runs from 0 to it).
+        title: text above the strips.
+        width: image width in pixels.
+        row_height: strip height in pixels.
+        font_size: text size.
+        cmap: colour map of the probability (0 dark, 1 bright); a legend is drawn below.
+
+    The window where a class is the top-1 of all shown classes is outlined, so the sequence of
+    predicted actions reads from left to right without decoding colours.
+    """
+    times = np.asarray(times, dtype=np.float64)
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape[1] != len(names) or times.shape != (probs.shape[0], 2):
+        raise ValueError(f"probability_timeline: times {times.shape}, probs {probs.shape} and {len(names)} names "
+                         f"do not fit together")
+    fnt = font(font_size)
+    pad = 8
+    line_h = text_size('Ag', fnt)[1] + 6
+    label_w = min(width // 3, max(text_size(n, fnt)[0] for n in names) + 2 * pad) if names else 0
+    plot_x0, plot_x1 = label_w + pad, width - pad
+    plot_w = plot_x1 - plot_x0
+    top = pad + (line_h if title else 0)
+    rows_h = len(names) * (row_height + 2)
+    axis_h = line_h + 6
+    legend_h = 22
+    height = top + rows_h + axis_h + legend_h + pad
+    img = Image.new('RGB', (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(img)
+    if title:
+        draw.text((pad, pad), fit_text(title, width - 2 * pad, fnt), fill=TEXT, font=fnt)
+    duration = max(float(duration), float(times[:, 1].max()) if len(times) else 0.0, 1e-6)
+
+    def x_of(t: float) -> int:
+        return plot_x0 + int(round(plot_w * min(max(t, 0.0), duration) / duration))
+
+    colours = apply_colormap(probs, cmap)
+    winners = probs.argmax(axis=1) if probs.size else np.zeros(0, np.int64)
+    for r, name in enumerate(names):
+        y0 = top + r * (row_height + 2)
+        draw.text((pad, y0 + row_height // 2), fit_text(name, label_w - pad, fnt), fill=TEXT, font=fnt, anchor='lm')
+        draw.rectangle([plot_x0, y0, plot_x1 - 1, y0 + row_height - 1], fill=(235, 235, 235))
+        for w in range(len(times)):
+            x0, x1 = x_of(times[w, 0]), max(x_of(times[w, 0]) + 1, x_of(times[w, 1]))
+            draw.rectangle([x0, y0, x1 - 1, y0 + row_height - 1], fill=tuple(int(c) for c in colours[w, r]))
+        for w in np.flatnonzero(winners == r):
+            x0, x1 = x_of(times[w, 0]), max(x_of(times[w, 0]) + 1, x_of(times[w, 1]))
+            draw.rectangle([x0, y0, x1 - 1, y0 + row_height - 1], outline=(230, 30, 30), width=2)
+    axis_y = top + rows_h + 2
+    draw.line([plot_x0, axis_y, plot_x1, axis_y], fill=TEXT)
+    step = _time_step(duration, plot_w)
+    t = 0.0
+    while t <= duration + 1e-9:
+        x = x_of(t)
+        draw.line([x, axis_y, x, axis_y + 4], fill=TEXT)
+        draw.text((x, axis_y + 5), format_seconds(round(t, 6)), fill=TEXT, font=fnt, anchor='mt')
+        t += step
+    bar = colorbar(min(360, plot_w), legend_h - 4, cmap, low='probability 0', high='1 (red outline: top-1)',
+                   font_size=font_size - 1)
+    img.paste(bar, (plot_x1 - bar.width, top + rows_h + axis_h))
+    return img

@@ -14,7 +14,9 @@ from .sources import PrepareError
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='python -m datasets.prepare',
-        description="Write train/val annotation lists of a dataset from its official annotation files.")
+        description="Write train/val annotation lists of a dataset from its official annotation files.",
+        epilog="Your own videos in class subfolders: python -m datasets.prepare folder --videos DIR --out OUT "
+               "(see python -m datasets.prepare folder --help).")
     parser.add_argument('dataset', choices=sorted(DATASETS))
     parser.add_argument('--annotations', required=True, metavar='PATH',
                         help='the official annotation folder (Kinetics: or one CSV with a split column; '
@@ -30,6 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == 'folder':   # a folder of class subfolders: its own arguments (folder.py)
+        from .folder import main as folder_main
+        return folder_main(argv[1:])
     args = build_parser().parse_args(argv)
     out = args.out or os.path.join('data', args.dataset)
     try:

@@ -20,6 +20,9 @@ _logger = logging.getLogger(__name__)
 
 __all__ = ['extract_state_dict', 'load_model_weights', 'load_pretrained', 'unwrap_model']
 
+# TRAIN.PRETRAINED_HEAD: keep a fitting video head ('auto') or always draw a new one ('new')
+PRETRAINED_HEAD_MODES = ('auto', 'new')
+
 
 def load_pretrained(model: torch.nn.Module, path: Union[PathLike, Mapping[str, Any]], config: Any = None,
                     logger: Optional[logging.Logger] = None) -> Dict[str, Any]:
@@ -34,7 +37,8 @@ def load_pretrained(model: torch.nn.Module, path: Union[PathLike, Mapping[str, A
     Args:
         model: the model to initialise (may be wrapped in DDP or compiled).
         path: checkpoint file (``.pth`` / ``.bin`` / ``.safetensors``) or an already loaded checkpoint dict.
-        config: the run's config, only used to name the model in the log.
+        config: the run's config: names the model in the log; its TRAIN.PRETRAINED_HEAD 'new' re-draws the
+            head of a video checkpoint even when its shape fits (other classes, as many).
         logger: where to log the summary (default: this module's logger).
 
     Returns:
@@ -47,7 +51,11 @@ def load_pretrained(model: torch.nn.Module, path: Union[PathLike, Mapping[str, A
     state = extract_state_dict(checkpoint, 'model', source)
     target = unwrap_model(model)
     own = target.state_dict()
-    tensors, report = map_pretrained_state_dict(state, {k: v.shape for k, v in own.items()}, source)
+    head_mode = getattr(getattr(config, 'TRAIN', None), 'PRETRAINED_HEAD', 'auto')
+    if head_mode not in PRETRAINED_HEAD_MODES:
+        raise ValueError(f"TRAIN.PRETRAINED_HEAD: expected one of {list(PRETRAINED_HEAD_MODES)}, got {head_mode!r}")
+    tensors, report = map_pretrained_state_dict(state, {k: v.shape for k, v in own.items()}, source,
+                                                keep_head=head_mode == 'auto')
     with torch.no_grad():
         for key, value in tensors.items():
             own[key].copy_(value)
@@ -59,6 +67,12 @@ def load_pretrained(model: torch.nn.Module, path: Union[PathLike, Mapping[str, A
                 redraw_head_(own[key], None)
     report = dict(source=source, **report)
     name = getattr(getattr(config, 'MODEL', None), 'NAME', '') or type(target).__name__
+    if report['layout'] == 'video' and report['reinitialised'] and 'head.weight' in state:
+        # fine-tuning a video model on other classes: say that the classifier is new, and why
+        classes = state['head.weight'].shape[0]
+        why = (f"the model has {own['head.weight'].shape[0]} classes" if classes != own['head.weight'].shape[0]
+               else "TRAIN.PRETRAINED_HEAD new")
+        log.info('%s: its %d-class head is dropped (%s); a new head is drawn for the model', source, classes, why)
     log.info('initialised %s from %s (%s layout): %d tensors loaded, %d inflated over the tubelet, '
              '%d temporal left at init, head re-drawn: %s, skipped from the checkpoint: %s',
              name, source, report['layout'], len(report['loaded']), len(report['inflated']),

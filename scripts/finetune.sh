@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Fine-tune a released Kinetics-400 Video-FocalNet on a folder prepared by `python -m datasets.prepare folder`.
+#
+#   scripts/finetune.sh DATA_DIR PRETRAINED [main.py args ...]
+#   MODEL=base scripts/finetune.sh data/own pretrained/video-focalnet_base_k400.pth
+#   scripts/finetune.sh data/own pretrained/video-focalnet_tiny_k400.pth --opts TRAIN.EPOCHS 10
+#
+# DATA_DIR holds labels.csv, train.csv, val.csv and manifest.json; the number of classes is taken from
+# labels.csv, DATA.ROOT from the manifest. PRETRAINED is a Video-FocalNet checkpoint (its head is replaced by
+# one for the new classes). Runs go to OUTPUT/<DATA_DIR name>/video-focalnet_<MODEL>/<tag> (OUTPUT: output).
+#
+# Environment variables (default):
+#   MODEL    tiny | base        (tiny): configs/finetune/video-focalnet_<MODEL>.yaml
+#   GPUS, NNODES, OUTPUT, PYTHON ...: see scripts/launch.sh
+set -euo pipefail
+
+if [ $# -lt 2 ]; then
+    echo "usage: $0 DATA_DIR PRETRAINED [main.py arguments ...]" >&2
+    exit 2
+fi
+DATA_DIR=$1
+PRETRAINED=$2
+shift 2
+MODEL=${MODEL:-tiny}
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+SCRIPT="$HERE/finetune/video-focalnet_${MODEL}.sh"
+if [ ! -x "$SCRIPT" ]; then
+    echo "error: MODEL=$MODEL: expected tiny or base (no $SCRIPT)" >&2
+    exit 2
+fi
+for f in labels.csv train.csv val.csv; do
+    if [ ! -f "$DATA_DIR/$f" ]; then
+        echo "error: $DATA_DIR/$f not found; prepare the folder first: python -m datasets.prepare folder --videos DIR --out $DATA_DIR" >&2
+        exit 2
+    fi
+done
+if [ ! -f "$PRETRAINED" ]; then
+    echo "error: $PRETRAINED: checkpoint not found (PRETRAINED)" >&2
+    exit 2
+fi
+DATA_DIR="$(cd "$DATA_DIR" && pwd)"
+PRETRAINED="$(cd "$(dirname "$PRETRAINED")" && pwd)/$(basename "$PRETRAINED")"
+# the lists' paths are relative to the manifest's root (the video folder)
+ROOT=$("${PYTHON:-python}" -c 'import json, sys; print(json.load(open(sys.argv[1])).get("root") or "")' \
+       "$DATA_DIR/manifest.json" 2>/dev/null || true)
+export DATA_ROOT="${ROOT}"
+[ -n "$DATA_ROOT" ] || unset DATA_ROOT
+exec "$SCRIPT" --pretrained "$PRETRAINED" --opts DATA.TRAIN_FILE "$DATA_DIR/train.csv" \
+    DATA.VAL_FILE "$DATA_DIR/val.csv" DATA.LABEL_LIST "$DATA_DIR/labels.csv" DATA.DATASET "$(basename "$DATA_DIR")" "$@"
