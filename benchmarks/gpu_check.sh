@@ -9,15 +9,15 @@
 # The project's other imports (yacs, PyAV, decord, termcolor) are checked first; those that are missing
 # are installed from wheels in .whl/ into a private folder put on PYTHONPATH, without any network; a module
 # with no wheel there skips only the sections that need it (model, batch and compile sections need none). A
-# machine that cannot reach PyPI (the lent GPU machines) gets those wheels from a machine that can:
+# GPU machine that cannot reach PyPI gets those wheels from a machine that can:
 # `benchmarks/gpu_check.sh --fetch-wheels` saves them into .whl/ (ignored by git; about 50 MB) for
-# GPU_CHECK_PYTHON (default 3.12, the GPU machines' Python), and the device call carries .whl.
+# GPU_CHECK_PYTHON (default 3.12: set it to the GPU machine's Python); copy .whl/ along with the repository.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 
-# python modules the GPU machines lack (their wheel files start with the same names)
+# the python modules a bare GPU machine may lack (their wheel files start with the same names)
 MODULES=(yacs av decord termcolor)
 
 if [[ "${1:-}" == "--fetch-wheels" ]]; then

@@ -24,7 +24,7 @@ mappings for every tensor would slow allocation-heavy code down. Gradients are s
 so the figure includes the gradient tensors, the activations kept for backward and the optimizer's
 transients; optimizer state exists already (warm-up).
 
-The last lines are a Markdown table (copied into the README's performance section).
+The last lines are a Markdown table (copied into docs/benchmarks.md).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Parts of ``python -m benchmarks.gpu_check`` (the GPU check of issue 10; see ``benchmarks/gpu_check.py``).
+"""Parts of ``python -m benchmarks.gpu_check`` (the GPU check; see ``benchmarks/gpu_check.py``).
 
 * ``report``: rows, the incrementally written JSON file and the printed table;
 * ``plan``: the settings of a full (GPU) and a ``--quick`` (CPU) run and the rows each section must produce;

@@ -1,6 +1,6 @@
 """Checkpoints: what they hold, how they are read safely, put into a model, written and how RNG state is kept.
 
-* ``schema.py``: the entries of a training checkpoint (the one definition; README's table is made from it);
+* ``schema.py``: the entries of a training checkpoint (the one definition; docs/checkpoints.md's table is made from it);
 * ``loading.py``: reading files without executing pickled code (also the original's and timm's files);
 * ``weights.py``: strict weight loading with a report of what does not fit, ImageNet / video initialisation;
 * ``saving.py``: atomic writes of plain data, one write per save published under several names;

@@ -1,7 +1,7 @@
 """What a training checkpoint holds: the one definition of its entries.
 
 ``engine/trainer.py`` builds every checkpoint through :func:`make_checkpoint`, which refuses a missing or an
-unknown entry, and README's table "What a checkpoint contains" is :func:`markdown_table` (a test compares
+unknown entry, and the checkpoint table of docs/checkpoints.md is :func:`markdown_table` (a test compares
 them), so the format, the code and the documentation cannot drift apart. Everything is plain data (tensors,
 numbers, strings, lists, dicts), so a checkpoint loads with ``torch.load(weights_only=True)``.
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
-# (entries, meaning): the rows of README's table, in the order a checkpoint lists them.
+# (entries, meaning): the rows of docs/checkpoints.md's table, in the order a checkpoint lists them.
 ENTRIES: Tuple[Tuple[Tuple[str, ...], str], ...] = (
     (('model',), 'state dict, same keys and shapes as the released checkpoints'),
     (('optimizer', 'lr_scheduler', 'scaler'), 'optimizer, schedule and fp16 loss-scaler state (`scaler` is `None` '
@@ -79,7 +79,7 @@ def make_checkpoint(**entries: Any) -> Dict[str, Any]:
 
 
 def markdown_table() -> str:
-    """README's table of the entries (``| key | content |``), one row per group of :data:`ENTRIES`."""
+    """docs/checkpoints.md's table of the entries (``| key | content |``), one row per group of :data:`ENTRIES`."""
     rows: List[str] = ['| key | content |', '|---|---|']
     rows += ['| ' + ', '.join(f'`{k}`' for k in keys) + f' | {meaning} |' for keys, meaning in ENTRIES]
     return '\n'.join(rows)

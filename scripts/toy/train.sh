@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The toy run: generates data/toy if missing, trains the tiny model and runs the final 4x3 test.
-# On CPU it is one process (about ten minutes on two cores, README "The main command"); with GPUs it uses all visible ones.
+# On CPU it is one process (about ten minutes on two cores, docs/training.md "The toy run"); with GPUs it uses all visible ones.
 #
 #   scripts/toy/train.sh [main.py args]            e.g. --opts TRAIN.EPOCHS 2
 #   GPUS=2 scripts/toy/train.sh                    two processes (gloo on CPU, NCCL on GPUs)
