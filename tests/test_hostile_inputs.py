@@ -67,3 +67,35 @@ def test_evaluation_of_videos_shorter_than_the_clip(setup):
                   '--opts', *_opts(tmp)])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'Traceback' not in proc.stderr
+
+
+# ------------------------------------------------------------------------------------------- config ranges
+
+@pytest.mark.parametrize('args,named', [
+    (['--opts', 'DATA.BATCH_SIZE', '0'], 'DATA.BATCH_SIZE (--batch-size): expected an integer >= 1, got 0'),
+    (['--opts', 'DATA.BATCH_SIZE', '-2'], 'DATA.BATCH_SIZE (--batch-size): expected an integer >= 1, got -2'),
+    (['--batch-size', '0'], 'DATA.BATCH_SIZE (--batch-size): expected an integer >= 1, got 0'),
+    (['--opts', 'DATA.NUM_FRAMES', '0'], 'DATA.NUM_FRAMES: expected an integer >= 1, got 0'),
+    (['--opts', 'DATA.NUM_FRAMES', '-2'], 'DATA.NUM_FRAMES: expected an integer >= 1, got -2'),
+    (['--opts', 'DATA.INPUT_SIZE', '0'], 'DATA.INPUT_SIZE: expected an integer >= 1, got 0'),
+    (['--opts', 'TEST.NUM_CLIP', '0'], 'TEST.NUM_CLIP: expected an integer >= 1, got 0'),
+    (['--opts', 'DATA.NUM_WORKERS', '-1'], 'DATA.NUM_WORKERS: expected an integer >= 0, got -1'),
+    (['--opts', 'DATA.MAX_UNREADABLE_FRACTION', '2.0'],
+     'DATA.MAX_UNREADABLE_FRACTION: expected a fraction in [0.0, 1.0], got 2.0'),
+    (['--opts', 'TRAIN.EPOCHS', '0'], 'TRAIN.EPOCHS: expected an integer >= 1, got 0'),
+    (['--opts', 'PRINT_FREQ', '0'], 'PRINT_FREQ: expected an integer >= 1, got 0'),
+    (['--opts', 'TRAIN.ACCUMULATION_STEPS', '-1'],
+     'TRAIN.ACCUMULATION_STEPS (--accumulation-steps): expected an integer >= 0, got -1'),
+    (['--opts', 'DATA.IMG_SIZE', '0'], 'DATA.IMG_SIZE: expected an integer >= 1, got 0'),
+    (['--opts', 'TEST.FINAL_NUM_CLIP', '0'], 'TEST.FINAL_NUM_CLIP: expected an integer >= 1, got 0'),
+    (['--opts', 'TEST.NUM_CROP', '0'], 'TEST.NUM_CROP: expected one of [1, 3], got 0'),
+    (['--opts', 'MODEL.FOCAL.DEPTHS', '[1,0,1,1]'], 'MODEL.FOCAL.DEPTHS: expected a list of integers >= 1'),
+])
+def test_config_values_out_of_range_are_one_line_exit_2(args, named, capsys, tmp_path):
+    import main
+    # --eval of a missing file and no toy data generation: without the check the run stops at once (differently)
+    safe = ['--eval', '--resume', str(tmp_path / 'none.pth'), '--opts', 'DATA.DATASET', 'hostile']
+    assert main.main(['--cfg', TOY_CFG, '--output', str(tmp_path)] + safe + args) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and named in err and 'Traceback' not in err, err
+    assert not os.listdir(tmp_path)  # nothing written into the run folder
