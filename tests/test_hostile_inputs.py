@@ -2,6 +2,7 @@
 videos shorter than the clip, crafted checkpoints (wrong safetensors headers, an epoch stored as text, a zip whose
 CRC fails, non-finite weights, a stored config that disagrees with --cfg)."""
 import os
+import re
 import subprocess
 import sys
 
@@ -99,3 +100,68 @@ def test_config_values_out_of_range_are_one_line_exit_2(args, named, capsys, tmp
     err = capsys.readouterr().err
     assert err.count('\n') == 1 and named in err and 'Traceback' not in err, err
     assert not os.listdir(tmp_path)  # nothing written into the run folder
+
+
+# ------------------------------------------------------------------------------------------- annotation files
+
+def _annotation_error(path, **kwargs):
+    from datasets.annotations import AnnotationError, read_annotations
+    with pytest.raises(AnnotationError) as info:
+        read_annotations(str(path), **kwargs)
+    message = str(info.value)
+    assert '\n' not in message
+    return message
+
+
+@pytest.mark.parametrize('encoding,named', [
+    ('latin-1', r'val\.csv:2: byte 0xe9 at column 4 is not UTF-8'),
+    ('utf-16', r'val\.csv:1: UTF-16 text \(byte-order mark fffe\)'),
+    ('utf-16-le', r'val\.csv:1: NUL bytes'),
+])
+def test_annotation_files_in_other_encodings_are_one_line(tmp_path, encoding, named):
+    path = tmp_path / 'val.csv'
+    path.write_bytes('a.mp4,0\ncaf\u00e9.mp4,1\n'.encode(encoding))
+    message = _annotation_error(path)
+    assert re.search(named, message) and 'read as UTF-8 (with or without BOM)' in message, message
+
+
+def test_utf8_with_and_without_bom_reads_the_same(tmp_path):
+    from datasets.annotations import read_annotations, read_label_list
+    text = 'path,label\ncaf\u00e9.mp4,1\nb.mp4,0\n'
+    for name, data in (('plain.csv', text.encode('utf-8')), ('bom.csv', text.encode('utf-8-sig'))):
+        (tmp_path / name).write_bytes(data)
+        assert read_annotations(str(tmp_path / name)) == [('caf\u00e9.mp4', 1), ('b.mp4', 0)]
+    (tmp_path / 'labels.csv').write_bytes('id,name\n0,caf\u00e9\n'.encode('utf-8-sig'))
+    assert read_label_list(str(tmp_path / 'labels.csv')) == ['caf\u00e9']
+    (tmp_path / 'labels.csv').write_bytes('id,name\n0,caf\u00e9\n'.encode('latin-1'))
+    with pytest.raises(ValueError, match=r'labels\.csv:2: byte 0xe9'):
+        read_label_list(str(tmp_path / 'labels.csv'))
+
+
+def test_json_record_with_a_numeric_filename_names_its_line(tmp_path):
+    path = tmp_path / 'val.json'
+    path.write_text('[\n  {"filename": "a.mp4", "label": 0},\n  {"filename": 17, "label": 1}\n]\n')
+    message = _annotation_error(path)
+    assert 'val.json:3: record 1: expected' in message and "'filename': 17" in message, message
+    path.write_text('[{"filename": "a.mp4", "label": true}]')
+    assert 'val.json:1: record 0' in _annotation_error(path)
+
+
+def test_duplicate_rows_error_in_evaluation_warn_in_training(tmp_path, caplog):
+    from datasets.annotations import read_annotations
+    path = tmp_path / 'list.csv'
+    path.write_text(''.join(f'v{i % 4}.mp4,{i % 4}\n' for i in range(8)))  # 4 videos, each twice
+    message = _annotation_error(path)
+    assert "list.csv:5: 'v0.mp4' is listed again (first at line 1); 4 duplicate row(s)" in message, message
+    with caplog.at_level('WARNING', logger='datasets.annotations'):
+        rows = read_annotations(str(path), duplicates='warn')
+    assert len(rows) == 8 and '4 row(s) repeat a video listed earlier' in caplog.text
+
+
+@pytest.mark.slow
+def test_duplicate_evaluation_rows_stop_main_eval_in_one_line(setup):
+    tmp = setup['tmp']
+    (tmp / 'dup.csv').write_text(f"{tmp / 'v3.mp4'},0\n{tmp / 'v3.mp4'},0\n")
+    proc = _main(['--cfg', TOY_CFG, '--eval', '--resume', setup['ckpt'], '--output', str(tmp / 'out_dup'),
+                  '--opts', *_opts(tmp, **{'DATA.VAL_FILE': str(tmp / 'dup.csv')})])
+    assert proc.returncode == 2 and 'dup.csv:2' in proc.stderr and 'Traceback' not in proc.stderr, proc.stderr
