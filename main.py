@@ -26,6 +26,7 @@ from datasets import AnnotationError, UnreadableVideosError, ensure_toy_dataset
 from datasets.toy import is_complete as toy_is_complete
 from engine.amp import AMP_OPT_LEVELS
 from engine.checkpoint import CheckpointError, PretrainedMismatchError
+from engine.checkpoint.weights import set_allow_non_finite
 from engine.config import ConfigError, apply_lr_scaling, config_to_yaml, get_config, keys_the_original_ignored
 from engine.data_summary import log_data_summary
 from engine.evaluator import evaluate_checkpoint
@@ -63,6 +64,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--amp-opt-level', choices=sorted(AMP_OPT_LEVELS), help='apex levels mapped to TRAIN.AMP')
     parser.add_argument('--throughput', action='store_true', help='measure clips/s of the model and exit')
     parser.add_argument('--seed', type=int, help='SEED')
+    parser.add_argument('--allow-non-finite', action='store_true',
+                        help='load checkpoint weights that hold NaN or inf (refused by default)')
     parser.add_argument('--local_rank', '--local-rank', type=int, dest='local_rank', default=None,
                         help='set by the deprecated torch.distributed.launch (torchrun uses LOCAL_RANK)')
     return parser.parse_args(argv)
@@ -153,6 +156,7 @@ def run(config: Any, dist_info: du.DistInfo) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
+    set_allow_non_finite(args.allow_non_finite)
     try:
         config = get_config(args)
     except ConfigError as e:

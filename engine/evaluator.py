@@ -322,7 +322,7 @@ def evaluate_checkpoint(config: Any, dist_info: du.DistInfo, model: nn.Module) -
 
     Needs only VAL_FILE and the checkpoint (the original also built the train loader)."""
     path = resolve_resume(config)
-    checkpoint = load_model_weights(model, path)
+    checkpoint = load_model_weights(model, path, config=config)
     clips, crops = config.TEST.NUM_CLIP, config.TEST.NUM_CROP
     dataset, loader = build_eval_loader(config, dist_info.rank, dist_info.world_size, clips, crops)
     eval_model = torch.compile(model) if config.TRAIN.COMPILE else model

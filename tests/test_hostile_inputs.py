@@ -165,3 +165,129 @@ def test_duplicate_evaluation_rows_stop_main_eval_in_one_line(setup):
     proc = _main(['--cfg', TOY_CFG, '--eval', '--resume', setup['ckpt'], '--output', str(tmp / 'out_dup'),
                   '--opts', *_opts(tmp, **{'DATA.VAL_FILE': str(tmp / 'dup.csv')})])
     assert proc.returncode == 2 and 'dup.csv:2' in proc.stderr and 'Traceback' not in proc.stderr, proc.stderr
+
+
+# ------------------------------------------------------------------------------------------- crafted checkpoints
+
+def _write_safetensors(path, header, data=b''):
+    import json
+    raw = json.dumps(header).encode()
+    path.write_bytes(len(raw).to_bytes(8, 'little') + raw + data)
+    return str(path)
+
+
+def _checkpoint_error(path, **kwargs):
+    from engine.checkpoint import CheckpointError, load_checkpoint_file
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint_file(path, **kwargs)
+    message = str(info.value)
+    assert '\n' not in message and str(path) in message, message
+    return message
+
+
+@pytest.mark.parametrize('header,named', [
+    ({'w': {'dtype': 'F32', 'shape': [3, 3], 'data_offsets': [0, 16]}}, 'shape [3, 3] of F32 needs 36 bytes'),
+    ({'w': {'dtype': 'F32', 'shape': [2, 2]}}, 'data_offsets None, expected [start, end]'),
+    ({'w': {'dtype': 'F32', 'shape': [2, 2], 'data_offsets': [0, 64]}}, 'lie outside the 16 data bytes'),
+    ({'w': {'dtype': 'F32', 'shape': 'x', 'data_offsets': [0, 16]}}, "shape 'x', expected a list"),
+    ({'w': 7}, 'header entry is a int'),
+])
+def test_crafted_safetensors_headers_are_one_line(tmp_path, header, named):
+    path = _write_safetensors(tmp_path / 'w.safetensors', header, bytes(16))
+    assert named in _checkpoint_error(path)
+
+
+def test_crafted_safetensors_as_last_pth_is_passed_over_by_auto_resume(tmp_path, caplog):
+    from engine.resume import find_auto_resume
+    _write_safetensors(tmp_path / 'last.pth', {'w': {'dtype': 'F32', 'shape': [2, 2]}}, bytes(16))
+    torch.save({'model': {'w': torch.zeros(2)}, 'epoch': 0}, tmp_path / 'ckpt_epoch_0.pth')
+    with caplog.at_level('WARNING'):
+        assert find_auto_resume(str(tmp_path)) == str(tmp_path / 'ckpt_epoch_0.pth')
+    assert 'data_offsets' in caplog.text
+
+
+def test_epoch_stored_as_text_is_refused(tmp_path):
+    path = tmp_path / 'ckpt.pth'
+    torch.save({'model': {'w': torch.zeros(2)}, 'epoch': '3'}, path)
+    assert "entry 'epoch' is '3' (str), expected an integer" in _checkpoint_error(path)
+    torch.save({'model': {'w': torch.zeros(2)}, 'epoch': 3, 'max_accuracy': float('nan')}, path)
+    assert "entry 'max_accuracy' is nan" in _checkpoint_error(path)
+    torch.save({'model': {'w': torch.zeros(2)}, 'epoch': np.int64(3), 'max_accuracy': np.float64(1.5)}, path)
+    from engine.checkpoint import load_checkpoint_file
+    assert load_checkpoint_file(path)['epoch'] == 3  # numpy scalars (the original's files) still load
+
+
+def _flip_a_weight_bit(src, dst):
+    """Flip one bit inside the data record of the first tensor of a zip checkpoint (its CRC no longer matches)."""
+    import zipfile
+    data = bytearray(open(src, 'rb').read())
+    with zipfile.ZipFile(src) as archive:
+        member = next(m for m in archive.infolist() if '/data/' in m.filename)
+    # the local header: 30 bytes + name + extra field, then the (stored, uncompressed) data
+    name_len = int.from_bytes(data[member.header_offset + 26:member.header_offset + 28], 'little')
+    extra_len = int.from_bytes(data[member.header_offset + 28:member.header_offset + 30], 'little')
+    start = member.header_offset + 30 + name_len + extra_len
+    data[start + 5] ^= 0x10
+    open(dst, 'wb').write(bytes(data))
+    return member.filename
+
+
+def test_bit_flipped_zip_checkpoint_is_refused(setup, tmp_path):
+    flipped = tmp_path / 'flipped.pth'
+    member = _flip_a_weight_bit(setup['ckpt'], flipped)
+    torch.load(flipped, weights_only=True)  # torch.load itself does not notice
+    message = _checkpoint_error(flipped)
+    assert 'CRC-32 of member' in message and member in message, message
+    assert 'CRC' in _checkpoint_error(flipped, mmap=True)  # auto-resume's cheap check sees it too
+
+
+def test_non_finite_weights_are_refused_unless_allowed(setup, tmp_path, capsys):
+    state = {k: v.clone() for k, v in setup['model'].state_dict().items()}
+    state['head.weight'][0, 0] = float('nan')
+    state['head.bias'][1] = float('inf')
+    bad = tmp_path / 'nan.pth'
+    save_checkpoint(bad, {'model': state, 'config': config_to_yaml(setup['config']), 'epoch': 0})
+    video = str(setup['tmp'] / 'v3.mp4')
+    args = ['--resume', str(bad), video, '--views', '1x1', '--workers', '0', '--device', 'cpu']
+    assert predict.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and '2 weight tensor(s) hold NaN or inf' in err[0] and 'head.weight (1 of' in err[0], err
+    assert str(bad) in err[0] and '--allow-non-finite' in err[0]
+    assert predict.main(args + ['--allow-non-finite']) == 0
+    capsys.readouterr()
+    assert predict.main(args) == 2  # the flag does not outlive its command
+
+
+def test_stored_config_disagreeing_with_cfg_is_listed_key_by_key(setup, tmp_path, capsys, caplog):
+    """USE_POSTLN and NORMALIZE_MODULATOR change no shape: strict loading alone would accept the weights."""
+    stored = setup['config'].clone()
+    stored.defrost()
+    stored.MODEL.FOCAL.USE_POSTLN = True
+    stored.MODEL.FOCAL.NORMALIZE_MODULATOR = True
+    stored.DATA.NUM_FRAMES = 8
+    ckpt = tmp_path / 'other.pth'
+    save_checkpoint(ckpt, {'model': setup['model'].state_dict(), 'config': config_to_yaml(stored), 'epoch': 0})
+    args = ['--cfg', TOY_CFG, '--resume', str(ckpt), str(setup['tmp'] / 'v3.mp4'), '--views', '1x1',
+            '--workers', '0', '--device', 'cpu', '--opts', *_opts(setup['tmp'])]
+    assert predict.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(ckpt) in err[0], err
+    assert 'MODEL.FOCAL.USE_POSTLN checkpoint True vs config False' in err[0]
+    assert 'MODEL.FOCAL.NORMALIZE_MODULATOR checkpoint True vs config False' in err[0]
+    # only input keys differ: a warning, the run goes on
+    stored.MODEL.FOCAL.USE_POSTLN = stored.MODEL.FOCAL.NORMALIZE_MODULATOR = False
+    save_checkpoint(ckpt, {'model': setup['model'].state_dict(), 'config': config_to_yaml(stored), 'epoch': 0})
+    with caplog.at_level('WARNING', logger='engine.checkpoint.weights'):
+        assert predict.main(args) == 0
+    assert 'DATA.NUM_FRAMES checkpoint 8 vs config 4' in caplog.text
+
+
+@pytest.mark.slow
+def test_main_eval_refuses_crafted_checkpoints_in_one_line(setup, tmp_path):
+    _write_safetensors(tmp_path / 'bad.safetensors', {'w': {'dtype': 'F32', 'shape': [9], 'data_offsets': [0, 4]}},
+                       bytes(4))
+    _flip_a_weight_bit(setup['ckpt'], tmp_path / 'flipped.pth')
+    for path, named in ((tmp_path / 'bad.safetensors', 'needs 36 bytes'), (tmp_path / 'flipped.pth', 'CRC-32')):
+        proc = _main(['--cfg', TOY_CFG, '--eval', '--resume', str(path), '--output', str(tmp_path / 'out'),
+                      '--opts', *_opts(setup['tmp'])])
+        assert proc.returncode == 2 and named in proc.stderr and 'Traceback' not in proc.stderr, proc.stderr

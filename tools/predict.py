@@ -112,8 +112,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         predictions, unreadable = predict(model, config, paths, num_clip, num_crop,
                                           topk=min(args.topk, config.MODEL.NUM_CLASSES), workers=args.workers)
     except (OSError, ValueError, RuntimeError, ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return _common.user_error(e)
 
     for pred in predictions:
         print(format_prediction(pred))
@@ -125,7 +124,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with open(args.json, 'w') as f:
             json.dump(report, f, indent=2, ensure_ascii=False)
             f.write('\n')
-    return 1 if unreadable else 0
+    return _common.EXIT_UNREADABLE if unreadable else _common.EXIT_OK
 
 
 if __name__ == '__main__':

@@ -23,7 +23,7 @@ from typing import Dict, Optional, Sequence
 import torch
 
 from engine.checkpoint import CheckpointError, extract_state_dict, load_checkpoint_file
-from tools._common import config_text
+from tools._common import config_text, user_error
 from utils.fs import create_exclusively, temp_path
 
 
@@ -112,8 +112,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         final, sha = publish(args.checkpoint, args.out, use_ema=args.use_ema)
     except (OSError, ValueError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return user_error(e)
     print(f"wrote {final}\nsha256 {sha}")
     return 0
 
