@@ -154,6 +154,17 @@ def run(config: Any, dist_info: du.DistInfo) -> int:
     return 0
 
 
+def one_line_message(error: BaseException) -> str:
+    """The message of ``error``. An exception raised in a DataLoader worker is re-raised by the loader with the
+    worker's whole traceback as its message: the original message is its last line."""
+    text = str(error).strip()
+    if 'Original Traceback' in text:
+        last = text.splitlines()[-1]
+        return last.split(': ', 1)[1] if ': ' in last and last.split(': ', 1)[0].replace('.', '').isidentifier() \
+            else last
+    return text
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     set_allow_non_finite(args.allow_non_finite)
@@ -170,10 +181,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f'main.py: error: {e}', file=sys.stderr)
         return EXIT_USER_ERROR
     except NonFiniteLossError as e:
-        logger.error(f'stopping: {e}')
+        logger.error(f'stopping: {one_line_message(e)}')
         return EXIT_NON_FINITE_LOSS
     except (TooManyUnreadableError, UnreadableVideosError) as e:
-        logger.error(f'stopping: {e}')
+        logger.error(f'stopping: {one_line_message(e)}')
         return EXIT_TOO_MANY_UNREADABLE
     finally:
         du.cleanup()

@@ -291,3 +291,24 @@ def test_main_eval_refuses_crafted_checkpoints_in_one_line(setup, tmp_path):
         proc = _main(['--cfg', TOY_CFG, '--eval', '--resume', str(path), '--output', str(tmp_path / 'out'),
                       '--opts', *_opts(setup['tmp'])])
         assert proc.returncode == 2 and named in proc.stderr and 'Traceback' not in proc.stderr, proc.stderr
+
+
+# ------------------------------------------------------------------------------------------- decoder messages
+
+def test_decord_native_log_is_silenced_where_the_error_reports_it(tmp_path, capfd):
+    pytest.importorskip('decord')
+    from datasets.decoders import VideoDecodeError, _native_log_dropped_on_error, open_video
+    garbage = tmp_path / 'garbage.mp4'
+    garbage.write_bytes(b'not a video ' * 50)
+    with pytest.raises(VideoDecodeError, match='garbage.mp4: cannot open with decord'):
+        open_video(str(garbage), 'decord')
+    assert 'video_reader.cc' not in capfd.readouterr().err
+    # what else reaches the descriptor is kept; on success, everything is
+    with pytest.raises(RuntimeError):
+        with _native_log_dropped_on_error():
+            os.write(2, b'[12:00:00] /src/video/video_reader.cc:83: ERROR opening\nother line\n')
+            raise RuntimeError('x')
+    assert capfd.readouterr().err == 'other line\n'
+    with _native_log_dropped_on_error():
+        os.write(2, b'[12:00:00] /src/x.cc:1: note\n')
+    assert capfd.readouterr().err == '[12:00:00] /src/x.cc:1: note\n'
