@@ -10,6 +10,10 @@ Nothing is downloaded: the original release files are on Google Drive, which tor
 ``checkpoint`` names a file you have (the original's checkpoints, this project's, or a file made by
 ``tools/publish.py``). Other keyword arguments go to the model constructor (e.g. ``num_frames``,
 ``drop_path_rate``, ``design``). Without ``checkpoint`` the model is randomly initialised.
+
+A checkpoint that cannot be used raises ``engine.checkpoint.CheckpointError`` with one line naming the file and
+the problem (damaged, weights that do not fit, NaN / inf weights); a pickle that asks for anything but tensors and
+containers raises its subclass ``UnsafeCheckpointError`` before anything in it runs.
 """
 from __future__ import annotations
 

@@ -312,3 +312,31 @@ def test_decord_native_log_is_silenced_where_the_error_reports_it(tmp_path, capf
     with _native_log_dropped_on_error():
         os.write(2, b'[12:00:00] /src/x.cc:1: note\n')
     assert capfd.readouterr().err == '[12:00:00] /src/x.cc:1: note\n'
+
+
+# ------------------------------------------------------------------------------------------- library entry points
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ('echo pwned > /dev/null',))
+
+
+@pytest.mark.parametrize('entry', ['hub', 'timm'])
+def test_hub_and_timm_raise_one_exception_type_with_one_line_for_a_refused_pickle(tmp_path, entry):
+    import timm
+    from engine.checkpoint import CheckpointError, UnsafeCheckpointError
+    evil = tmp_path / 'evil.pth'
+    torch.save({'model': _Payload()}, evil)
+    corrupt = tmp_path / 'corrupt.pth'
+    corrupt.write_bytes(b'PK\x03\x04 not really a zip')
+
+    def create(path):
+        if entry == 'hub':
+            return torch.hub.load(REPO, 'video_focalnet_tiny', source='local', checkpoint=str(path), trust_repo=True)
+        return timm.create_model('video_focalnet_tiny', pretrained=True, pretrained_cfg_overlay={'file': str(path)})
+
+    for path, kind in ((evil, UnsafeCheckpointError), (corrupt, CheckpointError)):
+        with pytest.raises(kind) as info:
+            create(path)
+        assert '\n' not in str(info.value) and str(path) in str(info.value)
+        assert info.value.__cause__ is None and info.value.__suppress_context__

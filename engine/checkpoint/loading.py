@@ -25,6 +25,7 @@ import numbers
 import os
 import pickle
 import types
+import warnings
 import zipfile
 from typing import Any, Dict, Mapping, Union
 
@@ -274,7 +275,9 @@ def _torch_load(path: str, map_location: Any, mmap: bool) -> Any:
     """``torch.load`` with ``weights_only=True``, then, when that refuses, with the restricted unpickler."""
     if not _has_globals_outside_weights_only(path):
         try:
-            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+            with warnings.catch_warnings():  # a plain pickle of protocol > 2: the fallback below reads it
+                warnings.filterwarnings('ignore', message='Detected pickle protocol')
+                return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
         except pickle.UnpicklingError:
             pass  # either a global outside torch's allow-list (legacy format) or not a pickle at all
         except Exception as e:  # truncated zip, wrong magic number, TorchScript archive, ...
