@@ -10,7 +10,8 @@ evaluation (``datasets``' evaluation pipeline, ``CLIPSxCROPS`` views, default
 printed probabilities are the view-averaged ones. Class names come from ``DATA.LABEL_LIST``.
 
 Videos that cannot be read are reported on one line each and the others are still predicted; the exit
-code is then 1. A checkpoint that does not fit the config stops with one error listing the keys.
+code is then 4. A checkpoint that does not fit the config stops with one error listing the keys (exit 2;
+docs/exit-codes.md).
 The original code had no prediction tool.
 """
 from __future__ import annotations
