@@ -15,6 +15,10 @@ number of classes; the stored config (if any) gives the rest (frames, input size
 switches). Keyword arguments override what the file says (e.g. ``num_frames=16``, ``drop_path_rate``,
 ``design``); one that contradicts the weights is an error naming the argument. Without ``checkpoint`` the
 model is randomly initialised with the entry's published size and ``num_classes`` (default 400).
+
+A checkpoint that cannot be used raises ``engine.checkpoint.CheckpointError`` with one line naming the file and
+the problem (damaged, weights that do not fit, NaN / inf weights); a pickle that asks for anything but tensors and
+containers raises its subclass ``UnsafeCheckpointError`` before anything in it runs.
 """
 from __future__ import annotations
 

@@ -35,6 +35,7 @@ from datasets import AnnotationError, UnreadableVideosError, ensure_toy_dataset
 from datasets.toy import is_complete as toy_is_complete
 from engine.amp import AMP_OPT_LEVELS
 from engine.checkpoint import CheckpointError, PretrainedMismatchError
+from engine.checkpoint.weights import set_allow_non_finite
 from engine.config import ConfigError, apply_lr_scaling, config_to_yaml, get_config, keys_the_original_ignored
 from engine.data_summary import log_data_summary
 from engine.preflight import check_run_files, will_auto_resume
@@ -73,6 +74,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--amp-opt-level', choices=sorted(AMP_OPT_LEVELS), help='apex levels mapped to TRAIN.AMP')
     parser.add_argument('--throughput', action='store_true', help='measure clips/s of the model and exit')
     parser.add_argument('--seed', type=int, help='SEED')
+    parser.add_argument('--allow-non-finite', action='store_true',
+                        help='load checkpoint weights that hold NaN or inf (refused by default)')
     parser.add_argument('--local_rank', '--local-rank', type=int, dest='local_rank', default=None,
                         help='set by the deprecated torch.distributed.launch (torchrun uses LOCAL_RANK)')
     return parser.parse_args(argv)
@@ -215,8 +218,20 @@ def user_error(message: str) -> int:
     return EXIT_USER_ERROR
 
 
+def one_line_message(error: BaseException) -> str:
+    """The message of ``error``. An exception raised in a DataLoader worker is re-raised by the loader with the
+    worker's whole traceback as its message: the original message is its last line."""
+    text = str(error).strip()
+    if 'Original Traceback' in text:
+        last = text.splitlines()[-1]
+        return last.split(': ', 1)[1] if ': ' in last and last.split(': ', 1)[0].replace('.', '').isidentifier() \
+            else last
+    return text
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
+    set_allow_non_finite(args.allow_non_finite)
     try:
         config = get_config(args)
         check_run_files(config, generated=files_to_generate(config))  # before a model exists or a line is logged
@@ -229,10 +244,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         logger.error(f'{type(e).__name__}: {e}', extra=FILE_ONLY)  # the console gets the one line of user_error
         return user_error(str(e))
     except NonFiniteLossError as e:
-        logger.error(f'stopping: {e}')
+        logger.error(f'stopping: {one_line_message(e)}')
         return EXIT_NON_FINITE_LOSS
     except (TooManyUnreadableError, UnreadableVideosError) as e:
-        logger.error(f'stopping: {e}')
+        logger.error(f'stopping: {one_line_message(e)}')
         return EXIT_TOO_MANY_UNREADABLE
     finally:
         du.cleanup()

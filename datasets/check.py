@@ -221,7 +221,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 if r['ok']:
                     f.write(f"{path},{label}\n")
         print(f"wrote {sum(r['ok'] for r in results)} readable entries to {args.write_clean}")
-    return 1 if num_bad else 0
+    return 4 if num_bad else 0  # the exit code of unreadable videos (docs/exit-codes.md)
 
 
 if __name__ == '__main__':

@@ -29,9 +29,14 @@ from __future__ import annotations
 
 import abc
 import bisect
+import contextlib
 import logging
 import os
-from typing import Optional, Sequence
+import re
+import sys
+import tempfile
+import threading
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -62,6 +67,11 @@ class VideoDecodeError(RuntimeError):
 
     def __reduce__(self):  # keep both fields when the error crosses a DataLoader worker boundary
         return (type(self), (self.path, self.reason))
+
+
+class FrameIndexError(VideoDecodeError, ValueError):
+    """Frames outside ``[0, num_frames)`` were asked for. A ``VideoDecodeError`` (the dataset's unreadable-video
+    policy applies and the message is one line, never a traceback) and a ``ValueError`` (it is a bad argument)."""
 
 
 def _describe(exc: BaseException) -> str:
@@ -152,8 +162,8 @@ class VideoReader(abc.ABC):
     def _check_indices(self, indices: Sequence[int]) -> np.ndarray:
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= self.num_frames):
-            raise ValueError(f"{self.path}: frame indices must lie in [0, {self.num_frames}), "
-                             f"got min {idx.min()} max {idx.max()}")
+            raise FrameIndexError(self.path, f"frame indices must lie in [0, {self.num_frames}), "
+                                             f"got min {idx.min()} max {idx.max()}")
         return idx
 
 
@@ -173,26 +183,73 @@ class DecordReader(VideoReader):
         _quiet_decord(decord)
         self.path = path
         _check_file(path)
+        self._reader = None
         try:
-            self._reader = decord.VideoReader(path, num_threads=num_threads)
-            self.num_frames = len(self._reader)
-            self.fps = float(self._reader.get_avg_fps() or 0.0)
+            with _native_log_dropped_on_error():
+                self._reader = decord.VideoReader(path, num_threads=num_threads)
+                self.num_frames = len(self._reader)
+                self.fps = float(self._reader.get_avg_fps() or 0.0)
         except Exception as e:  # decord raises RuntimeError / DECORDError for anything
+            self.close()
             raise VideoDecodeError(path, f"cannot open with decord ({_describe(e)})") from None
-        if self.num_frames <= 0:
-            raise VideoDecodeError(path, "no video frames")
-        self.height, self.width, header_frames = _probe_header(path)
-        if header_frames > self.num_frames:
-            raise VideoDecodeError(path, f"the header claims {header_frames} frames but only "
-                                         f"{self.num_frames} are in the file (truncated?)")
-        if self.height <= 0:  # PyAV not available: take the size from the first frame
-            self.height, self.width = self.get_frames([0]).shape[1:3]
+        try:
+            if self.num_frames <= 0:
+                raise VideoDecodeError(path, "no video frames")
+            self.height, self.width, header_frames = _probe_header(path)
+            if header_frames > self.num_frames:
+                raise VideoDecodeError(path, f"the header claims {header_frames} frames but only "
+                                             f"{self.num_frames} are in the file (truncated?)")
+            if self.height <= 0:  # PyAV not available: take the size from the first frame
+                self.height, self.width = self.get_frames([0]).shape[1:3]
+        except BaseException:
+            self.close()  # no native reader (and its decoding thread) outlives a failed open in a traceback
+            raise
 
     def _decode_sorted(self, indices: list) -> np.ndarray:
-        return self._reader.get_batch(indices).asnumpy()
+        with _native_log_dropped_on_error():
+            return self._reader.get_batch(indices).asnumpy()
 
     def close(self) -> None:
         self._reader = None
+
+
+# decord's C++ log line, e.g. '[12:00:00] /github/workspace/src/video/video_reader.cc:83: ERROR opening: ...'
+_NATIVE_LOG_LINE = re.compile(rb'^\[\d\d:\d\d:\d\d\] \S+\.(cc|h|cpp):\d+: ')
+_STDERR_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _native_log_dropped_on_error() -> Iterator[None]:
+    """Hold what native code writes to file descriptor 2 during the block. When the block raises, decord's own log
+    lines are dropped (the ``VideoDecodeError`` made from the exception reports the same failure in one line);
+    everything else, and everything when the block succeeds, is written back.
+
+    decord's ``logging.set_level`` only governs its bundled FFmpeg; its C++ ``LOG(ERROR)`` lines go straight to
+    stderr and cannot be switched off, hence the redirection (a lock keeps threads of this process from
+    interleaving it)."""
+    with _STDERR_LOCK:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError, AttributeError):  # no usable stderr: nothing to keep clean
+            yield
+            return
+        failed = False
+        with tempfile.TemporaryFile() as held:
+            os.dup2(held.fileno(), 2)
+            try:
+                yield
+            except BaseException:
+                failed = True
+                raise
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+                held.seek(0)
+                lines = held.read().splitlines(keepends=True)
+                kept = [line for line in lines if not (failed and _NATIVE_LOG_LINE.match(line))]
+                if kept:
+                    os.write(2, b''.join(kept))
 
 
 def _quiet_decord(decord) -> None:

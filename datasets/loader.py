@@ -56,7 +56,9 @@ def build_dataset(config: Any, split: str = 'train', num_clip: Optional[int] = N
     if split not in SPLITS:
         raise ValueError(f"split: expected one of {list(SPLITS)}, got {split!r}")
     path = annotation_file or (config.DATA.TRAIN_FILE if split == 'train' else config.DATA.VAL_FILE)
-    samples = read_annotations(path, root=config.DATA.ROOT, num_classes=config.DATA.NUM_CLASSES)
+    # a repeated row oversamples a training video (a warning) but would score an evaluation video twice (an error)
+    samples = read_annotations(path, root=config.DATA.ROOT, num_classes=config.DATA.NUM_CLASSES,
+                               duplicates='warn' if split == 'train' else 'error')
     common = dict(frame_sampler=build_frame_sampler(config), decoder=config.DATA.DECODER, seed=config.SEED,
                   source=path)
     if split == 'train':

@@ -387,7 +387,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"FAILED {source}: {detail}", file=sys.stderr)
     print(f"{counts['done']} converted, {counts['skipped']} already done, {counts['failed']} failed "
           f"in {time.time() - start:.1f} s" + (f"; failures listed in {failed_list}" if failed_list else ''))
-    return 1 if counts['failed'] else 0
+    return 4 if counts['failed'] else 0  # unreadable sources (docs/exit-codes.md)
 
 
 if __name__ == '__main__':

@@ -22,9 +22,10 @@ shortens the usable range to ``N - I + 1`` frames.
   original could have drawn it and the ``K`` clips spread evenly over each segment's range: the
   numbers estimate the original's protocol, and two evaluations give identical numbers. When
   ``s == 0`` (``N < T``) the original's draw is deterministic, ``round_half_even(i * N / T)``, and
-  every clip is that one. (An earlier rule here spread the clips over the single-view segments of
-  ``(N - I + 1) / T`` frames; with T 8, I 4, K 4 it put 6.1% of the indices over N 8..400, 21.9%
-  below N 100, outside the original's range.)
+  every clip is that one (an index that rounds up to ``N`` wraps to 0, as the original's 'loop' did).
+  (An earlier rule here spread the clips over the single-view segments of ``(N - I + 1) / T`` frames;
+  with T 8, I 4, K 4 it put 6.1% of the indices over N 8..400, 21.9% below N 100, outside the
+  original's range.)
 * test, ``random=True`` (TEST.RANDOM_CLIPS, the original's multi-clip rule itself): ``K``
   independent train-mode draws with ``I = 1``.
 
@@ -92,8 +93,9 @@ def segment_multi_clip_indices(num_video_frames: int, num_frames: int, clip: int
         raise ValueError(f"clip index must be in [0, {num_clips}), got {clip}")
     n, t = num_video_frames, num_frames
     seg = n // t
-    if seg == 0:  # N < T: the original's train-mode rule has no random choice here
-        return np.around(np.arange(t) * (n / t)).astype(np.int64)
+    if seg == 0:  # N < T: the original's train-mode rule has no random choice here; its rounding can reach
+        # N itself (N 1, T 8: around(7 / 8) = 1), which the original's 'loop' wrapped to frame 0, as here
+        return np.around(np.arange(t) * (n / t)).astype(np.int64) % n
     # (2 clip + 1) seg // (2 num_clips) is floor(seg (clip + 0.5) / num_clips) in exact integers
     return np.arange(t, dtype=np.int64) * seg + (2 * clip + 1) * seg // (2 * num_clips)
 

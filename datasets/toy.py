@@ -403,7 +403,7 @@ def ensure_toy_dataset(root: str, num_train: Optional[int] = None, num_val: Opti
     return root
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog='python -m datasets.toy', description=__doc__.split('\n\n')[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -426,10 +426,15 @@ def main(argv: Optional[List[str]] = None) -> None:
         out = generate_toy_dataset(args.out, args.num_train, args.num_val, args.seed, args.frames, args.size,
                                    args.fps, args.crf, args.workers, num_test=counts['test'])
     except (ValueError, FileExistsError) as err:
-        sys.exit(f'error: {err}')
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    except OSError as err:  # --out under a file, read-only, disk full: one line, no traceback
+        print(f'error: --out {args.out}: {err.strerror or err}', file=sys.stderr)
+        return 2
     print(f'wrote {" + ".join(f"{count} {split}" for split, count in counts.items())} clips ({args.frames} frames, '
           f'{args.size}x{args.size}) to {out} in {time.perf_counter() - start:.1f} s; train and test on it with:\n'
           f'  {train_command(out)}')
+    return 0
 
 
 def config_opts(root: str) -> List[str]:
@@ -450,4 +455,4 @@ def train_command(root: str, cfg: str = 'configs/toy/video-focalnet_toy.yaml') -
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

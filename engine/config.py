@@ -203,6 +203,7 @@ def eval_output_dir(config: CN, output_chosen: bool) -> str:
 def finalize_config(config: CN) -> CN:
     """Check values and derive TAG / OUTPUT. Called once after all overrides."""
     config.defrost()
+    check_value_ranges(config)
     if config.AMP_OPT_LEVEL:
         _check_choice('AMP_OPT_LEVEL', config.AMP_OPT_LEVEL, tuple(sorted(AMP_OPT_LEVELS)))
         config.TRAIN.AMP = AMP_OPT_LEVELS[config.AMP_OPT_LEVEL]
@@ -268,6 +269,87 @@ def num_classes_from_label_list(config: CN) -> None:
                               f"to {count} (or 0 to take it from the list) or use the list of the data")
     config.MODEL.NUM_CLASSES = count if 'MODEL.NUM_CLASSES' in set_here else model
     config.DATA.NUM_CLASSES = count if 'DATA.NUM_CLASSES' in set_here else data
+# (key, the flag that also sets it, low, high, what the value is): the ranges in which a value means something.
+# Bounds are inclusive; None is unbounded. A value outside fails at start-up instead of as a ZeroDivisionError
+# after the first step (PRINT_FREQ 0), a DataLoader traceback (BATCH_SIZE 0, NUM_WORKERS -1) or not at all
+# (ACCUMULATION_STEPS -1, MAX_UNREADABLE_FRACTION 2.0 were accepted).
+_COUNT, _NON_NEGATIVE, _FRACTION, _RATE = 'an integer', 'a number', 'a fraction', 'a rate'
+_VALUE_RANGES = (
+    ('DATA.BATCH_SIZE', '--batch-size', 1, None, _COUNT),
+    ('DATA.NUM_FRAMES', None, 1, None, _COUNT),
+    ('DATA.NUM_CLASSES', None, 1, None, _COUNT),
+    ('DATA.IMG_SIZE', None, 1, None, _COUNT),
+    ('DATA.INPUT_SIZE', None, 1, None, _COUNT),
+    ('DATA.NUM_WORKERS', None, 0, None, _COUNT),
+    ('DATA.MAX_UNREADABLE_FRACTION', None, 0.0, 1.0, _FRACTION),
+    ('MODEL.NUM_CLASSES', None, 1, None, _COUNT),
+    ('MODEL.TUBELET_SIZE', None, 1, None, _COUNT),
+    ('MODEL.DROP_RATE', None, 0.0, 1.0, _RATE),
+    ('MODEL.HEAD_DROP_RATE', None, 0.0, 1.0, _RATE),
+    ('MODEL.DROP_PATH_RATE', None, 0.0, 1.0, _RATE),
+    ('MODEL.LABEL_SMOOTHING', None, 0.0, 1.0, _FRACTION),
+    ('MODEL.FOCAL.PATCH_SIZE', None, 1, None, _COUNT),
+    ('MODEL.FOCAL.IN_CHANS', None, 1, None, _COUNT),
+    ('MODEL.FOCAL.EMBED_DIM', None, 1, None, _COUNT),
+    ('TRAIN.EPOCHS', None, 1, None, _COUNT),
+    ('TRAIN.WARMUP_EPOCHS', None, 0, None, _NON_NEGATIVE),
+    ('TRAIN.ACCUMULATION_STEPS', '--accumulation-steps', 0, None, _COUNT),
+    ('TRAIN.WEIGHT_DECAY', None, 0.0, None, _NON_NEGATIVE),
+    ('TRAIN.BASE_LR', None, 0.0, None, _NON_NEGATIVE),
+    ('TRAIN.WARMUP_LR', None, 0.0, None, _NON_NEGATIVE),
+    ('TRAIN.MIN_LR', None, 0.0, None, _NON_NEGATIVE),
+    ('TRAIN.EMA_DECAY', None, 0.0, 1.0, _FRACTION),
+    ('AUG.COLOR_JITTER', None, 0.0, 1.0, _FRACTION),
+    ('AUG.GRAY_SCALE', None, 0.0, 1.0, _FRACTION),
+    ('AUG.FLIP_RATIO', None, 0.0, 1.0, _FRACTION),
+    ('AUG.REPROB', None, 0.0, 1.0, _FRACTION),
+    ('AUG.MIXUP', None, 0.0, None, _NON_NEGATIVE),
+    ('AUG.CUTMIX', None, 0.0, None, _NON_NEGATIVE),
+    ('AUG.MIXUP_PROB', None, 0.0, 1.0, _FRACTION),
+    ('AUG.MIXUP_SWITCH_PROB', None, 0.0, 1.0, _FRACTION),
+    ('AUG.LABEL_SMOOTH', None, 0.0, 1.0, _FRACTION),
+    ('AUG.FRAME_INTERVAL', None, 1, None, _COUNT),
+    ('AUG.REPEATED_AUG', None, 1, None, _COUNT),
+    ('TEST.NUM_CLIP', None, 1, None, _COUNT),
+    ('TEST.FINAL_NUM_CLIP', None, 1, None, _COUNT),
+    ('TEST.BATCH_SIZE', None, 1, None, _COUNT),
+    ('SAVE_FREQ', None, 1, None, _COUNT),
+    ('PRINT_FREQ', None, 1, None, _COUNT),
+    ('SEED', '--seed', 0, None, _COUNT),
+)
+
+
+def _config_value(config: CN, key: str) -> Any:
+    value = config
+    for part in key.split('.'):
+        value = value[part]
+    return value
+
+
+def check_value_ranges(config: CN) -> None:
+    """Every numeric key lies in its range (``_VALUE_RANGES``; the crop counts are checked as choices).
+
+    Raises:
+        ConfigError: one line naming the key (and its flag), the value and the allowed range.
+    """
+    for key, flag, low, high, kind in _VALUE_RANGES:
+        value = _config_value(config, key)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if number and value == value and (low is None or value >= low) and (high is None or value <= high):
+            continue
+        if high is None:
+            allowed = f'{kind} >= {low}'
+        else:
+            allowed = f'{kind} in [{low}, {high}]'
+        name = f'{key} ({flag})' if flag else key
+        raise ConfigError(f"{name}: expected {allowed}, got {value!r}")
+    clip = config.TRAIN.CLIP_GRAD
+    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip >= 0):
+        raise ConfigError(f"TRAIN.CLIP_GRAD: expected a number >= 0 (0 or None: no clipping), got {clip!r}")
+    for key, low in (('MODEL.FOCAL.DEPTHS', 1), ('MODEL.FOCAL.FOCAL_LEVELS', 0)):
+        values = _config_value(config, key)
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < low for v in values):
+            raise ConfigError(f"{key}: expected a list of integers >= {low}, got {list(values)!r}")
 
 
 def _choice_lists(config: CN) -> List[Tuple[str, Any, tuple]]:

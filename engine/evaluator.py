@@ -327,7 +327,7 @@ def evaluate_checkpoint(config: Any, dist_info: du.DistInfo, model: nn.Module,
     weights are loaded and the list is read, before anything is evaluated (``main.py`` writes config.yaml,
     environment.json and the log then, so a checkpoint that does not load leaves no folder behind)."""
     path = resolve_resume(config)
-    checkpoint = load_model_weights(model, path)
+    checkpoint = load_model_weights(model, path, config=config)
     clips, crops = config.TEST.NUM_CLIP, config.TEST.NUM_CROP
     dataset, loader = build_eval_loader(config, dist_info.rank, dist_info.world_size, clips, crops)
     if on_start is not None:

@@ -5,12 +5,18 @@ keys are listed in one error and the model is left untouched. The original used 
 swapped a mismatched head for the model's own rows ``[:1000]``; to fine-tune on other classes use
 ``TRAIN.PRETRAINED_PATH`` (``engine.checkpoint.load_pretrained``). Here, below ``engine/``, because the timm
 registration (``models/registry.py``) loads local checkpoints too; ``engine.checkpoint`` re-exports it.
+
+Weights holding NaN or inf are refused (they evaluate at chance with exit 0 otherwise) unless the caller allows them
+(``allow_non_finite``, the ``--allow-non-finite`` flag of main.py and the tools). Given the run's config, the
+config stored in the checkpoint is compared with it key by key: a model key that differs (``MODEL_KEYS``: the
+architecture, which strict loading cannot always see, e.g. ``USE_POSTLN``) is an error, a key of the input the model
+sees (``INPUT_KEYS``: frames, sizes, sampling) a warning.
 """
 from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Dict, List, Mapping, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 import torch
 
@@ -70,19 +76,102 @@ def _quote(items: List[str]) -> str:
     return shown + (f', ... ({len(items) - _MAX_QUOTED} more)' if len(items) > _MAX_QUOTED else '')
 
 
-def _checkpoint_and_source(path_or_dict: Union[PathLike, Mapping[str, Any]]) -> tuple:
-    """``(checkpoint dict, name for messages)`` from a file or an already loaded checkpoint / state dict."""
+def _checkpoint_and_source(path_or_dict: Union[PathLike, Mapping[str, Any]], source: Optional[str] = None) -> tuple:
+    """``(checkpoint dict, name for messages)`` from a file or an already loaded checkpoint / state dict
+    (``source``: the file it was loaded from)."""
     if not isinstance(path_or_dict, Mapping):
         source = os.fspath(path_or_dict)
         return load_checkpoint_file(source), source
     checkpoint = dict(path_or_dict)
     if 'model' not in checkpoint and _is_state_dict(checkpoint):
         checkpoint = {'model': checkpoint}
-    return checkpoint, '<checkpoint dict>'
+    return checkpoint, source or '<checkpoint dict>'
+
+
+_allow_non_finite = False
+
+
+def set_allow_non_finite(allow: bool) -> None:
+    """Process-wide default of ``load_model_weights(allow_non_finite=None)`` (the ``--allow-non-finite`` flag)."""
+    global _allow_non_finite
+    _allow_non_finite = bool(allow)
+
+
+def check_finite(state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise ``CheckpointError`` naming the tensors that hold NaN or inf (counts given, a few quoted)."""
+    bad = []
+    for key, value in state.items():
+        if value.is_floating_point() or value.is_complex():
+            finite = torch.isfinite(value)
+            if not bool(finite.all()):
+                bad.append(f'{key} ({int((~finite).sum())} of {value.numel()})')
+    if bad:
+        raise CheckpointError(f'{source}: {len(bad)} weight tensor(s) hold NaN or inf: {_quote(bad)}; the model would '
+                              f'evaluate at chance (pass --allow-non-finite to load them anyway)')
+
+
+# Keys of a stored config compared with the run's (see the module docstring). Keys of training only (drop rates,
+# init, LRs), paths and evaluation views are not compared: they may differ by design.
+MODEL_KEYS = ('MODEL.NUM_CLASSES', 'MODEL.TUBELET_SIZE', 'MODEL.FOCAL.DESIGN', 'MODEL.FOCAL.PATCH_SIZE',
+              'MODEL.FOCAL.IN_CHANS', 'MODEL.FOCAL.EMBED_DIM', 'MODEL.FOCAL.DEPTHS', 'MODEL.FOCAL.MLP_RATIO',
+              'MODEL.FOCAL.PATCH_NORM', 'MODEL.FOCAL.FOCAL_FACTORS', 'MODEL.FOCAL.FOCAL_LEVELS',
+              'MODEL.FOCAL.FOCAL_WINDOWS', 'MODEL.FOCAL.USE_CONV_EMBED', 'MODEL.FOCAL.USE_LAYERSCALE',
+              'MODEL.FOCAL.USE_POSTLN', 'MODEL.FOCAL.USE_POSTLN_IN_MODULATION', 'MODEL.FOCAL.NORMALIZE_MODULATOR')
+INPUT_KEYS = ('DATA.NUM_FRAMES', 'DATA.IMG_SIZE', 'DATA.INPUT_SIZE', 'DATA.SAMPLING', 'AUG.FRAME_INTERVAL')
+
+
+def _lookup(tree: Any, key: str) -> Any:
+    for part in key.split('.'):
+        if not isinstance(tree, Mapping) or part not in tree:
+            return _MISSING
+        tree = tree[part]
+    return list(tree) if isinstance(tree, tuple) else tree
+
+
+_MISSING = object()
+
+
+def _stored_config(checkpoint: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
+    """The checkpoint's ``config`` entry as a mapping (YAML text here, a pickled CfgNode in the original's)."""
+    stored = checkpoint.get('config')
+    if isinstance(stored, str):
+        import yaml
+        try:
+            stored = yaml.safe_load(stored)
+        except yaml.YAMLError:
+            return None
+    return stored if isinstance(stored, Mapping) else None
+
+
+def config_differences(checkpoint: Mapping[str, Any], config: Any) -> Dict[str, List[str]]:
+    """``{'model': [...], 'input': [...]}``: ``'KEY checkpoint A vs config B'`` for each compared key that differs
+    (keys the stored config lacks, e.g. in older files, are not compared)."""
+    stored = _stored_config(checkpoint)
+    found: Dict[str, List[str]] = {'model': [], 'input': []}
+    if stored is None or config is None:
+        return found
+    for kind, keys in (('model', MODEL_KEYS), ('input', INPUT_KEYS)):
+        for key in keys:
+            theirs, ours = _lookup(stored, key), _lookup(config, key)
+            if theirs is not _MISSING and ours is not _MISSING and theirs != ours:
+                found[kind].append(f'{key} checkpoint {theirs!r} vs config {ours!r}')
+    return found
+
+
+def check_stored_config(checkpoint: Mapping[str, Any], config: Any, source: str) -> None:
+    """Model keys of the stored config that differ from ``config``: ``CheckpointError``; input keys: a warning."""
+    found = config_differences(checkpoint, config)
+    if found['model']:
+        raise CheckpointError(f"{source}: the checkpoint's stored config describes another model than the config: "
+                              + '; '.join(found['model']))
+    if found['input']:
+        _logger.warning("%s: the config differs from the checkpoint's stored config in the input the model sees: %s",
+                        source, '; '.join(found['input']))
 
 
 def load_model_weights(model: torch.nn.Module, path_or_dict: Union[PathLike, Mapping[str, Any]],
-                       strict: bool = True, state_key: str = 'model') -> Dict[str, Any]:
+                       strict: bool = True, state_key: str = 'model', config: Any = None,
+                       allow_non_finite: Optional[bool] = None, source: Optional[str] = None) -> Dict[str, Any]:
     """Load model weights for evaluation, fine-tuning or resuming.
 
     Args:
@@ -91,12 +180,18 @@ def load_model_weights(model: torch.nn.Module, path_or_dict: Union[PathLike, Map
         strict: every model key present with the same shape and no surplus keys; otherwise raise and leave
             the model untouched. With ``strict=False`` matching keys are loaded and the rest is logged.
         state_key: checkpoint entry holding the weights (``'model'``; e.g. ``'ema'`` for EMA weights).
+        config: the run's config; when given, the checkpoint's stored config must describe the same model
+            (``check_stored_config``).
+        allow_non_finite: load weights holding NaN / inf (default: ``set_allow_non_finite``, off).
+        source: the file an already loaded ``path_or_dict`` came from, for messages.
 
     Returns:
         The whole checkpoint dict (optimizer, scheduler, epoch ... for the caller to restore).
     """
-    checkpoint, source = _checkpoint_and_source(path_or_dict)
+    checkpoint, source = _checkpoint_and_source(path_or_dict, source)
     state = extract_state_dict(checkpoint, state_key, source)
+    if not (_allow_non_finite if allow_non_finite is None else allow_non_finite):
+        check_finite(state, source)
     target = unwrap_model(model)
     own = target.state_dict()
     missing = [k for k in own if k not in state]
@@ -120,6 +215,8 @@ def load_model_weights(model: torch.nn.Module, path_or_dict: Union[PathLike, Map
         _logger.warning('%s Loading the %d matching tensors only (strict=False).', message,
                         len(own) - len(missing) - len(mismatched))
         state = {k: v for k, v in state.items() if k in own and k not in mismatched}
+    if config is not None:  # after the shape check: a shape mismatch names the tensors, more precise than keys
+        check_stored_config(checkpoint, config, source)
     target.load_state_dict(state, strict=strict)
     _logger.info('loaded %d tensors from %s', len(state), source)
     return checkpoint

@@ -20,7 +20,7 @@ def test_check_reports_unreadable_and_short_videos(video_dir, tmp_path, capsys, 
                                                   'DATA.ROOT': str(root)})
     clean = tmp_path / 'clean.csv'
     status, out = run_check(config, tmp_path, capsys, '--workers', workers, '--write-clean', str(clean))
-    assert status == 1
+    assert status == 4
     assert f'videos: {len(rows)}, readable: {len(good)}, unreadable: {len(bad)}' in out
     for name in bad.values():
         assert f'UNREADABLE {root}/{name}:' in out

@@ -111,7 +111,7 @@ def test_resize_a_folder(sources, tmp_path, capsys):
     src_root, paths = sources
     dst = tmp_path / 'out'
     result = run_resize(capsys, src_root, dst, '--short-side', 32, '--gop', 4, '--workers', 2)
-    assert result.returncode == 1, result.stderr          # two sources are broken
+    assert result.returncode == 4, result.stderr          # two sources are broken
     outputs = sorted(os.path.relpath(os.path.join(d, f), dst) for d, _, fs in os.walk(dst) for f in fs)
     assert outputs == ['class_a/late_start.mp4', 'class_a/wide.mp4', 'class_b/deeper/tall.mp4',
                        'class_b/small.mp4', 'failed.txt']
@@ -152,7 +152,7 @@ def test_rerun_skips_finished_files_and_redoes_broken_targets(sources, tmp_path,
     (dst / 'sub').mkdir(parents=True)
     (dst / 'sub' / 'small.mp4').write_bytes(b'left over from a crashed tool')   # not a video: redone
     first = run_resize(capsys, src, dst, '--short-side', 32, '--no-progress')
-    assert first.returncode == 1 and '2 converted, 0 already done, 1 failed' in first.stdout
+    assert first.returncode == 4 and '2 converted, 0 already done, 1 failed' in first.stdout
     assert video_facts(str(dst / 'sub' / 'small.mp4'))[0] == 20
     assert (dst / 'failed.txt').exists()
     stamps = {p: os.stat(p).st_mtime_ns for p in map(str, dst.rglob('*.mp4'))}
@@ -220,7 +220,7 @@ def test_one_file_and_argument_errors(sources, tmp_path, capsys):
     n, _, _, _, _, keyframes, _ = video_facts(str(out))
     assert n == 20 and keyframes == list(range(20))      # --gop 1: every frame a keyframe
     failed = run_resize(capsys, paths['garbage'], tmp_path / 'x.mp4')
-    assert failed.returncode == 1 and 'cannot open' in failed.stderr
+    assert failed.returncode == 4 and 'cannot open' in failed.stderr
     assert not (tmp_path / 'x.mp4').exists() and not (tmp_path / '.x.mp4.tmp').exists()
     for args, message in [((tmp_path / 'nope', tmp_path / 'o'), 'no such file or folder'),
                           ((tmp_path, tmp_path), 'must differ from SRC'),

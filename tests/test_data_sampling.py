@@ -97,7 +97,8 @@ def _original_multi_clip_range(n, t):
     seg = n // t
     if seg > 0:
         return [(i * seg, i * seg + seg - 1) for i in range(t)]
-    index = np.around(np.arange(t) * (n / t)).astype(int)  # N < T: no random choice (and N > max(T, 1) fails)
+    # N < T: no random choice (and N > max(T, 1) fails); an index rounded up to N is read as frame 0 ('loop')
+    index = np.around(np.arange(t) * (n / t)).astype(int) % n
     return [(int(v), int(v)) for v in index]
 
 
@@ -184,3 +185,26 @@ def test_min_frames_and_bad_arguments():
         FrameSampler(8, 4, 'uniform')
     with pytest.raises(ValueError, match='at least one frame'):
         segment_test_indices(0, 8, 4)
+
+
+@pytest.mark.parametrize('num_frames', [1, 3, 4, 8, 16])
+@pytest.mark.parametrize('mode', ['segment', 'dense'])
+def test_every_mode_gives_valid_indices_for_every_video_length(num_frames, mode):
+    """N = 1..3T, every interval, train / 1 clip / K clips / random clips: indices in [0, N), short videos
+    repeat frames (N 1, T 8, K 2 used to reach index N through the rounding of the N < T branch)."""
+    rng = np.random.default_rng(0)
+    for interval in (1, 2, 3, 4, 8):
+        fixed = FrameSampler(num_frames, interval, mode)
+        drawn = FrameSampler(num_frames, interval, mode, random_test_clips=True)
+        for n in range(1, 3 * num_frames + 1):
+            views = [fixed.train(n, rng)[None]] + [s.test(n, k, rng=rng) for s in (fixed, drawn) for k in (1, 2, 3, 5)]
+            for idx in views:
+                assert idx.dtype == np.int64 and idx.shape[1] == num_frames, (interval, n)
+                assert idx.min() >= 0 and idx.max() < n, (mode, interval, n, idx.tolist())
+
+
+def test_one_frame_video_multi_clip_wraps_like_the_original():
+    # around(i * 1 / 8) is 1 = N for i >= 4; the original's 'loop' read frame 1 % 1 = 0
+    assert segment_multi_clip_indices(1, 8, 0, 2).tolist() == [0] * 8
+    # N 3, T 4: around(0, .75, 1.5, 2.25) = 0, 1, 2, 2 (no wrap needed, numerics unchanged)
+    assert segment_multi_clip_indices(3, 4, 1, 2).tolist() == [0, 1, 2, 2]

@@ -63,7 +63,7 @@ def test_predict_names_json_and_unreadable(setup, capsys):
     rc = predict.main(['--resume', setup['ckpt'], str(videos), str(tmp / 'missing.mp4'), '--topk', '3',
                        '--views', '2x3', '--json', str(out), '--workers', '0', '--device', 'cpu'])
     captured = capsys.readouterr()
-    assert rc == 1  # some videos failed
+    assert rc == 4  # some videos failed (EXIT_UNREADABLE)
     errors = [line for line in captured.err.splitlines() if line.startswith('error:')]
     assert len(errors) == 2 and any('broken.mp4' in e for e in errors) and any('missing.mp4' in e for e in errors)
     result = json.loads(out.read_text())
@@ -156,7 +156,7 @@ def test_predict_checkpoint_mismatch_names_keys(setup, capsys):
                        str(setup['videos'] / 'a.mp4'), '--workers', '0', '--opts'] + _opts(tmp, **{
                            'MODEL.FOCAL.EMBED_DIM': 24}))
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 1 and len(err) == 1
+    assert rc == 2 and len(err) == 1
     assert 'patch_embed.proj.weight: checkpoint [16, 3, 4, 4] vs model [24, 3, 4, 4]' in err[0]
 
 
@@ -199,4 +199,4 @@ def test_visualize_bad_block_is_one_line(setup, capsys):
     rc = visualize.main([str(setup['videos'] / 'a.mp4'), '--resume', setup['ckpt'], '--out',
                          str(setup['tmp'] / 'vis2'), '--stage', '0', '--block', '5', '--device', 'cpu'])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 1 and err == ['error: --block 5: stage 0 has blocks 0..0']
+    assert rc == 2 and err == ['error: --block 5: stage 0 has blocks 0..0']

@@ -78,7 +78,7 @@ def test_publish_keeps_model_and_config_only(tmp_path, models, capsys):
     assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
     # same content -> same name: refused, the existing file is left alone
     before = os.path.getmtime(path)
-    assert publish.main([str(ckpt), str(out)]) == 1
+    assert publish.main([str(ckpt), str(out)]) == 2
     assert 'already exists' in capsys.readouterr().err
     assert os.path.getmtime(path) == before
     assert sorted(os.listdir(tmp_path / 'release')) == [os.path.basename(path)]  # no temporary left behind

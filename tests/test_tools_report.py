@@ -88,7 +88,7 @@ def test_labels_file_overrides_names_in_csv(synthetic, capsys):
     with open(folder / 'named' / 'per_class_accuracy.csv', newline='') as f:
         assert next(csv.DictReader(f))['name'] == 'Class 3, renamed'
     labels.write_text('id,name\n0,only one\n')
-    assert report.main([str(folder), '--labels', str(labels)]) == 1
+    assert report.main([str(folder), '--labels', str(labels)]) == 2
     assert 'class id 4' in capsys.readouterr().err
 
 
@@ -132,14 +132,14 @@ def test_many_classes_cluster_order_puts_confused_pairs_together(tmp_path):
 
 def test_bad_file_gives_one_line_error(tmp_path, capsys):
     (tmp_path / 'predictions.csv').write_text('video,target\na.mp4,1\n')
-    assert report.main([str(tmp_path)]) == 1
+    assert report.main([str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith('error:') and 'top1_id' in err and '\n' not in err
-    assert report.main([str(tmp_path / 'missing')]) == 1
+    assert report.main([str(tmp_path / 'missing')]) == 2
     capsys.readouterr()
     os.remove(tmp_path / 'predictions.csv')
     _write_predictions(tmp_path / 'final_predictions.csv', [(0, _rank(0))])
-    assert report.main([str(tmp_path)]) == 1  # the folder has only a prefixed file: say so
+    assert report.main([str(tmp_path)]) == 2  # the folder has only a prefixed file: say so
     assert 'final_predictions.csv' in capsys.readouterr().err
     assert report.main([str(tmp_path / 'final_predictions.csv')]) == 0
 

@@ -1,13 +1,29 @@
 """Shared pieces of the command-line tools: config + checkpoint -> model, video path expansion, devices."""
 from __future__ import annotations
 
+import argparse
 import logging
 import os
+import sys
 from typing import Optional, Sequence
 
 import torch
 
 _logger = logging.getLogger(__name__)
+
+# Exit codes of main.py and every tool (docs/exit-codes.md). 1 is left to Python: an uncaught exception (a bug).
+EXIT_OK = 0
+EXIT_USER_ERROR = 2        # bad command line, config, annotation file, checkpoint, output folder: one line, no traceback
+EXIT_NON_FINITE_LOSS = 3   # training stopped on a NaN / inf loss
+EXIT_UNREADABLE = 4        # unreadable videos: too many in training, any with TEST.ON_UNREADABLE error, any in predict
+EXIT_INTERRUPTED = 130     # Ctrl-C (SIGINT), the shell's 128 + 2
+
+
+def user_error(error: BaseException) -> int:
+    """Print ``error: <message>`` (its first line: a message is one line) on stderr; ``EXIT_USER_ERROR``."""
+    text = str(error).strip() or type(error).__name__
+    print(f"error: {text.splitlines()[0]}", file=sys.stderr)
+    return EXIT_USER_ERROR
 
 VIDEO_EXTENSIONS = ('.mp4', '.webm', '.mkv', '.avi', '.mov')
 
@@ -21,6 +37,23 @@ def add_model_arguments(parser) -> None:
                         help='default: cuda when available, else cpu')
     parser.add_argument('--opts', nargs='+', action='extend', default=[], metavar='KEY VALUE',
                         help="config overrides, e.g. --opts DATA.NUM_FRAMES 16")
+    parser.add_argument('--allow-non-finite', action=_AllowNonFinite,
+                        help='load weights that hold NaN or inf (refused by default)')
+
+
+class _AllowNonFinite(argparse.Action):
+    """``--allow-non-finite``: sets ``engine.checkpoint.weights``' process-wide default, which every weight load of the
+    tool uses; a new parser (a new command) starts from refusing again."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        from engine.checkpoint.weights import set_allow_non_finite
+        set_allow_non_finite(False)
+        super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from engine.checkpoint.weights import set_allow_non_finite
+        set_allow_non_finite(True)
+        setattr(namespace, self.dest, True)
 
 
 def resolve_device(name: Optional[str]) -> torch.device:
@@ -80,12 +113,15 @@ def load_tool_config(cfg: Optional[str], checkpoint: dict, ckpt_path: str, opts:
 
 
 def load_model(config, checkpoint: dict, device: torch.device) -> torch.nn.Module:
-    """``build_model(config)`` with the checkpoint's weights (strict: a mismatch names the keys), in eval mode."""
+    """``build_model(config)`` with the checkpoint's weights (strict: a mismatch names the keys), in eval mode.
+
+    The checkpoint's stored config must describe the same model as ``config``, and weights holding NaN / inf are
+    refused unless ``--allow-non-finite`` was given (``engine.checkpoint.load_model_weights``)."""
     from models import build_model
     from engine.checkpoint import load_model_weights
 
     model = build_model(config)
-    load_model_weights(model, checkpoint, strict=True)
+    load_model_weights(model, checkpoint, strict=True, config=config, source=config.MODEL.RESUME or None)
     return model.to(device).eval()
 
 

@@ -51,9 +51,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--cfg', required=True, metavar='FILE', help='config file')
     parser.add_argument('--opts', nargs='+', default=[], metavar='KEY VALUE', help='config overrides')
     args = parser.parse_args(argv)
-    config = load_config(args.cfg, args.opts)
-    with torch.device('meta'):
-        model = build_model(config)
+    try:
+        config = load_config(args.cfg, args.opts)
+        with torch.device('meta'):
+            model = build_model(config)
+    except ValueError as e:  # ConfigError: a bad --cfg / --opts
+        from tools._common import user_error
+        return user_error(e)
     frames, size = config.DATA.NUM_FRAMES, config.DATA.IMG_SIZE
     gmacs = count_gmacs(model, (1, frames, model.in_chans, size, size))
     print(f"params: {count_params(model)}")

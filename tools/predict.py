@@ -19,7 +19,8 @@ over time (``--timeline-dir DIR``, default ``timelines``)::
     python -m tools.predict --resume CKPT VIDEO --timeline [--stride 1] [--timeline-classes 5]
 
 Videos that cannot be read are reported on one line each and the others are still predicted; the exit
-code is then 1. A checkpoint that does not fit the config stops with one error listing the keys.
+code is then 4. A checkpoint that does not fit the config stops with one error listing the keys (exit 2;
+docs/exit-codes.md).
 The original code had no prediction tool.
 """
 from __future__ import annotations
@@ -223,8 +224,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                           topk=min(args.topk, config.MODEL.NUM_CLASSES), workers=args.workers,
                                           names=names)
     except (OSError, ValueError, RuntimeError, ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return _common.user_error(e)
 
     for pred in predictions:
         print(format_prediction(pred))
@@ -236,7 +236,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with open(args.json, 'w') as f:
             json.dump(report, f, indent=2, ensure_ascii=False)
             f.write('\n')
-    return 1 if unreadable else 0
+    return _common.EXIT_UNREADABLE if unreadable else _common.EXIT_OK
 
 
 def _main_timeline(args, model, config, paths) -> int:

@@ -26,7 +26,7 @@ import torch
 
 from engine.checkpoint import CheckpointError, extract_state_dict, load_checkpoint_file
 from engine.checkpoint.schema import label_names
-from tools._common import config_text, stored_class_names
+from tools._common import config_text, stored_class_names, user_error
 from utils.fs import create_exclusively, temp_path
 
 
@@ -144,8 +144,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         final, sha, named = publish(args.checkpoint, args.out, use_ema=args.use_ema, labels=args.labels)
     except (OSError, ValueError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return user_error(e)
     print(f"wrote {final}\nsha256 {sha}\n"
           + (f"class names: {named} stored" if named else
              "class names: none stored (pass --labels CSV so that predictions with this file are named)"))

@@ -421,8 +421,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         summary = make_report(csv_path, out_dir, args.labels, args.top, args.order)
     except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        from tools._common import user_error
+        return user_error(e)
     names = summary['names']
     print(f"{summary['videos']} videos: top-1 {100 * summary['top1']:.2f}%, top-5 {100 * summary['top5']:.2f}%, "
           f"mean class accuracy {100 * summary['mean_class_accuracy']:.2f}%")

@@ -155,8 +155,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise ValueError(f"{args.video}: cannot read the video ({item['unreadable'][2]})")
         result = visualize(model, item['imgs'][args.clip], args.stage, args.block)  # views: clips x 1 crop
     except (OSError, ValueError, RuntimeError, ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return _common.user_error(e)
 
     top = int(result['probs'].argmax())
     label = names[top]

@@ -49,6 +49,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except PrepareError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # e.g. --out read-only, on a full disk, or under a file: one line, no traceback
+        print(f"error: {err.filename or out}: {err.strerror or err} (writing the lists to --out {out})",
+              file=sys.stderr)
+        return 2
     if written:
         lists = ', '.join(f"{s.file} ({len(s.rows)} videos)" for s in prepared.splits)
         print(f"wrote {', '.join(written)} in {out}: {lists}")

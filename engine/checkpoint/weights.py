@@ -14,11 +14,13 @@ import torch
 
 from engine.checkpoint.loading import PathLike
 from models.pretrained import map_pretrained_state_dict, redraw_head_
-from models.weights import _checkpoint_and_source, extract_state_dict, load_model_weights, unwrap_model
+from models.weights import INPUT_KEYS, MODEL_KEYS, _checkpoint_and_source, check_finite, check_stored_config, \
+    config_differences, extract_state_dict, load_model_weights, set_allow_non_finite, unwrap_model
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ['extract_state_dict', 'load_model_weights', 'load_pretrained', 'unwrap_model']
+__all__ = ['INPUT_KEYS', 'MODEL_KEYS', 'check_finite', 'check_stored_config', 'config_differences',
+           'extract_state_dict', 'load_model_weights', 'load_pretrained', 'set_allow_non_finite', 'unwrap_model']
 
 # TRAIN.PRETRAINED_HEAD: keep a fitting video head ('auto') or always draw a new one ('new')
 PRETRAINED_HEAD_MODES = ('auto', 'new')
