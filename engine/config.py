@@ -203,13 +203,13 @@ def eval_output_dir(config: CN, output_chosen: bool) -> str:
 def finalize_config(config: CN) -> CN:
     """Check values and derive TAG / OUTPUT. Called once after all overrides."""
     config.defrost()
-    check_value_ranges(config)
     if config.AMP_OPT_LEVEL:
         _check_choice('AMP_OPT_LEVEL', config.AMP_OPT_LEVEL, tuple(sorted(AMP_OPT_LEVELS)))
         config.TRAIN.AMP = AMP_OPT_LEVELS[config.AMP_OPT_LEVEL]
     for key, value, choices in _choice_lists(config):
         _check_choice(key, value, choices)
-    num_classes_from_label_list(config)
+    num_classes_from_label_list(config)  # before the range checks: a count of 0 means 'from the label list'
+    check_value_ranges(config)
     # The original's defaults disagree (101 vs 1000); once a config sets either, they must agree.
     defaults = (_C.DATA.NUM_CLASSES, _C.MODEL.NUM_CLASSES)
     if (config.DATA.NUM_CLASSES, config.MODEL.NUM_CLASSES) != defaults and \

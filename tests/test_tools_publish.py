@@ -154,7 +154,7 @@ def test_publish_stores_class_names(tmp_path, models, capsys):
     assert named == 5 and torch.load(path, weights_only=True)['class_names'] == [n.upper() for n in NAMES]
 
     labels.write_text('id,name\n0,jump\n1,run\n')
-    assert publish.main([str(ckpt), str(tmp_path / 'c' / 'release.pth'), '--labels', str(labels)]) == 1
+    assert publish.main([str(ckpt), str(tmp_path / 'c' / 'release.pth'), '--labels', str(labels)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and '2 class names, but the model' in err[0] and 'has 5 classes' in err[0]
     assert not os.path.exists(tmp_path / 'c')
