@@ -22,7 +22,13 @@ ENTRIES: Tuple[Tuple[Tuple[str, ...], str], ...] = (
     (('epoch_step',), 'optimizer updates already done in the next epoch: > 0 only after a preemption, where the '
                       'resume skips them'),
     (('step',), 'optimizer updates done in total'),
-    (('max_accuracy',), 'best validation top-1 so far (%)'),
+    (('max_accuracy',), 'best validation top-1 so far (%), `best.pth`\'s own figure included'),
+    (('epoch_record', 'is_best'), "epoch `epoch`'s line of `metrics.jsonl` (validation top-1 of these weights "
+                                  "included) and whether they are `best.pth`: a resume completes an interrupted "
+                                  "save from them"),
+    (('world_size', 'batch_size', 'accumulation_steps'), 'processes, clips per process and micro-batches per '
+                                                         'update of the run that saved it: a mid-epoch resume with '
+                                                         'another global batch maps `epoch_step` by clips consumed'),
     (('config',), 'the merged config as YAML text'),
     (('rng', 'mixup'), "rank 0's Python, NumPy, torch CPU and CUDA RNG states, and its Mixup/CutMix generator "
                        "(`None` without mixing)"),
