@@ -146,7 +146,8 @@ class Trainer:
             try:
                 checkpoint = load_model_weights(self.model, path)
             except (CheckpointError, OSError) as e:
-                problem = str(e) if path in str(e) else f'{path}: {e}'
+                reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+                problem = f"{path}: {reason.replace(f'{path}: ', '')}"
             mark = [checkpoint.get(k) for k in ('epoch', 'epoch_step', 'step')]
             reports = du.all_gather_object((problem, mark))
             for rank, (problem, mark) in enumerate(reports):
