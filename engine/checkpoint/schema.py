@@ -1,9 +1,10 @@
 """What a training checkpoint holds: the one definition of its entries.
 
 ``engine/trainer.py`` builds every checkpoint through :func:`make_checkpoint`, which refuses a missing or an
-unknown entry, and README's table "What a checkpoint contains" is :func:`markdown_table` (a test compares
-them), so the format, the code and the documentation cannot drift apart. Everything is plain data (tensors,
-numbers, strings, lists, dicts), so a checkpoint loads with ``torch.load(weights_only=True)``.
+unknown entry, and the table of entries in docs/checkpoints.md (and in README, where it carries one) is
+:func:`markdown_table` (a test compares them), so the format, the code and the documentation cannot drift
+apart. Everything is plain data (tensors, numbers, strings, lists, dicts), so a checkpoint loads with
+``torch.load(weights_only=True)``.
 
 Checkpoints of the original code hold a subset (``model``, ``optimizer``, ``lr_scheduler``, ``max_accuracy``,
 ``epoch``, a pickled ``config``, maybe ``amp``); ``engine/resume.py`` restores what is there.
