@@ -33,7 +33,7 @@ from datasets import apply_random_erasing, build_eval_loader, build_mixup, build
 from engine.amp import amp_dtype, autocast, build_grad_scaler
 from engine.checkpoint import CheckpointError, checkpoint_names, load_model_weights, load_pretrained, \
     make_checkpoint, restore_rng_state, write_checkpoint
-from engine.checkpoint.saving import append_metrics, complete_epoch_files
+from engine.checkpoint.saving import append_metrics, complete_epoch_files, read_best
 from engine.config import ConfigError, config_to_yaml
 from engine.ema import ModelEma
 from engine.evaluator import evaluate_views, test_and_report
@@ -168,6 +168,7 @@ class Trainer:
             state['is_best'] = bool(checkpoint.get('is_best'))
             self._on_main(lambda: complete_epoch_files(config.OUTPUT, path, checkpoint, config.TRAIN.EPOCHS,
                                                        config.SAVE_FREQ, logger))
+            best = du.all_gather_object(read_best(config.OUTPUT) if self.dist.is_main else None)[0]  # maybe completed
             if config.TRAIN.PRETRAINED_PATH:
                 logger.info(f'TRAIN.PRETRAINED_PATH not loaded: the weights come from {path}')
         else:

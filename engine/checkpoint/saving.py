@@ -151,6 +151,7 @@ def write_checkpoint(output_dir: str, names: List[str], state: Mapping[str, Any]
     save_checkpoint(paths[0], state)
     with disk_full_as_error(output_dir, _nbytes(state)):  # a copy where hard links are not supported
         for name, path in zip(names[1:], paths[1:]):
+            remove_stale_temp_files(path)
             publish_file(paths[0], path)
             kill_point(f'published:{name}')
     _logger.info(f"saved {', '.join(paths)}")
@@ -166,6 +167,7 @@ def read_metrics(output_dir: str, logger: Optional[logging.Logger] = None) -> Li
 def write_metrics(output_dir: str, records: List[Dict[str, Any]]) -> None:
     """Replace ``metrics.jsonl`` with ``records``, atomically (a reader sees whole lines only, old or new)."""
     path = os.path.join(output_dir, METRICS_FILE)
+    remove_stale_temp_files(path)
     text = ''.join(json.dumps(record) + '\n' for record in records).encode('utf-8')
 
     def write(f: Any) -> None:
