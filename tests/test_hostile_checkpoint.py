@@ -102,7 +102,7 @@ def test_damaged_last_pth_never_lets_a_worse_model_replace_best(work, uninterrup
     for name in ('ckpt_epoch_0.pth', 'metrics.jsonl'):
         shutil.copy(os.path.join(uninterrupted, name), folder)
     best = torch.load(os.path.join(uninterrupted, 'best.pth'), weights_only=True)
-    best['epoch_record'] = dict(best['epoch_record'], val_acc1=100.0)   # a best.pth no epoch can beat
+    best['epoch_record'] = dict(best.get('epoch_record') or {}, val_acc1=100.0)   # a best.pth no epoch can beat
     best['max_accuracy'] = 100.0
     torch.save(best, os.path.join(folder, 'best.pth'))
     before = open(os.path.join(folder, 'best.pth'), 'rb').read()

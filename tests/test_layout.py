@@ -28,15 +28,10 @@ def test_utils_imports_nothing_from_engine_models_or_datasets():
     assert offenders == {}
 
 
-def test_checkpoint_tables_are_the_schema():
-    """docs/checkpoints.md carries the table; README, where it carries one too, the same (regenerate with
-    ``python -c 'from engine.checkpoint.schema import markdown_table as t; print(t())'``)."""
-    docs = open(os.path.join(REPO, 'docs', 'checkpoints.md'), encoding='utf-8').read()
-    assert markdown_table() in docs
-    assert '`rng_per_rank`' in markdown_table()
+def test_readme_checkpoint_table_is_the_schema():
     readme = open(os.path.join(REPO, 'README.md'), encoding='utf-8').read()
-    if '| `model` |' in readme:
-        assert markdown_table() in readme
+    assert markdown_table() in readme
+    assert '`rng_per_rank`' in markdown_table()
 
 
 def test_make_checkpoint_refuses_missing_and_unknown_entries():
