@@ -148,7 +148,7 @@ class Trainer:
             except (CheckpointError, OSError) as e:
                 reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
                 problem = f"{path}: {reason.replace(f'{path}: ', '')}"
-            mark = [checkpoint.get(k) for k in ('epoch', 'epoch_step', 'step')]
+            mark = [checkpoint.get(k) for k in ('epoch', 'epoch_step', 'step', 'max_accuracy')]
             reports = du.all_gather_object((problem, mark))
             for rank, (problem, mark) in enumerate(reports):
                 if not problem and mark != reports[0][1]:
