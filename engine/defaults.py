@@ -95,6 +95,9 @@ _C.TRAIN.WARMUP_LR = 5e-7                 # learning rate at the start of warm-u
 _C.TRAIN.MIN_LR = 5e-6                    # learning rate at the end of the schedule
 _C.TRAIN.CLIP_GRAD = 5.0                  # max gradient norm per optimizer update; 0 or None: no clipping
 _C.TRAIN.AUTO_RESUME = True               # resume from OUTPUT/last.pth; never overrides --resume, never in --eval
+# start from epoch 0 in an OUTPUT holding an earlier run's checkpoints with nothing to resume: they move to
+# OUTPUT/previous-<time>/ (without it such a start is refused, so best.pth is never replaced by accident)
+_C.TRAIN.ALLOW_START_OVER = False
 _C.TRAIN.ACCUMULATION_STEPS = 0           # micro-batches per optimizer update (0 and 1: one)
 _C.TRAIN.USE_CHECKPOINT = False           # gradient checkpointing of every block (saves memory, costs time)
 # keep only conv/matmul outputs for backward and recompute element-wise ops (same results, less activation

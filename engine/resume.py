@@ -7,13 +7,18 @@ How it differs from the original (spec 4.7, 7.21):
   (then the newest loadable ``ckpt_epoch_N.pth``) only when nothing was given, and never in ``--eval`` (the
   original swapped in "the most recently modified file ending in pth", even then);
 * exact resume: every rank's RNG and mixup states are saved (``rng_per_rank``) and restored, and a
-  mid-epoch resume (after a preemption) skips the consumed batches without loading them.
+  mid-epoch resume (after a preemption) skips the consumed batches without loading them; with another
+  number of processes or batch size the position is mapped by clips consumed (:func:`resume_position`);
+* rank 0 alone decides where a run starts (:func:`decide_start`; every rank then reads that file, so output
+  folders that are not shared between nodes cannot make ranks start at different epochs), and a start from
+  scratch in a folder that holds an earlier run's checkpoints is refused unless ``TRAIN.ALLOW_START_OVER``.
 """
 from __future__ import annotations
 
 import logging
 import os
 import re
+import time
 from typing import Any, Dict, Iterator, List, Optional
 
 import torch
@@ -21,6 +26,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from engine.checkpoint import CheckpointError, capture_rng_state, load_checkpoint_file
 from engine.checkpoint.loading import PathLike
+from engine.checkpoint.saving import METRICS_FILE, read_best
 from engine.config import ConfigError
 from utils.distributed import all_gather_object
 
@@ -192,3 +198,100 @@ def skip_first_batches(loader: DataLoader, num_batches: int) -> DataLoader:
         kwargs.update(prefetch_factor=loader.prefetch_factor, persistent_workers=False,
                       multiprocessing_context=loader.multiprocessing_context)
     return DataLoader(loader.dataset, **kwargs)
+
+
+def run_files(output_dir: str) -> List[str]:
+    """The checkpoint files of a run in ``output_dir`` (``last.pth``, ``best.pth``, ``ckpt_epoch_N.pth``)."""
+    if not os.path.isdir(output_dir):
+        return []
+    return sorted(n for n in os.listdir(output_dir) if n in ('last.pth', 'best.pth') or _EPOCH_CHECKPOINT.fullmatch(n))
+
+
+def decide_start(config: Any) -> Dict[str, Any]:
+    """Where training starts, decided once (rank 0) and then sent to every rank.
+
+    Returns ``path`` (the checkpoint to resume from, or ''), ``name`` (its name inside OUTPUT when auto-resume
+    chose it: each rank reads ``its`` OUTPUT/name, so node-local output folders work when they hold a copy),
+    ``best`` (:func:`read_best` of OUTPUT), ``move_aside`` (an earlier run's files that a permitted start over
+    moves away) and ``error`` (a refusal, one line). Nothing is changed on disk here."""
+    decision: Dict[str, Any] = {'path': '', 'name': '', 'best': read_best(config.OUTPUT), 'move_aside': [],
+                                'error': ''}
+    try:
+        path = resolve_resume(config)
+    except ConfigError as e:
+        decision['error'] = str(e)
+        return decision
+    if path:
+        decision['path'] = path
+        if not config.MODEL.RESUME:
+            decision['name'] = os.path.relpath(path, config.OUTPUT)
+        return decision
+    existing = run_files(config.OUTPUT)
+    if existing and not config.TRAIN.ALLOW_START_OVER:
+        best = decision['best']
+        held = f" (best.pth: epoch {best['epoch']}, top-1 {best['accuracy']:.2f}%)" \
+            if best['accuracy'] is not None else ''
+        why = 'auto-resume found no loadable checkpoint (the log says why)' if config.TRAIN.AUTO_RESUME \
+            else 'TRAIN.AUTO_RESUME is off'
+        decision['error'] = (f"{config.OUTPUT} holds an earlier run's {', '.join(existing)}{held} and {why}: "
+                             'starting from scratch would replace them; pass --resume CHECKPOINT, use another '
+                             '--output / --tag, or set TRAIN.ALLOW_START_OVER True to move them aside and start over')
+        return decision
+    decision['move_aside'] = existing + ([METRICS_FILE] if os.path.isfile(os.path.join(config.OUTPUT, METRICS_FILE))
+                                         else [])
+    if existing:
+        decision['best'] = dict(decision['best'], accuracy=None, exists=False)  # moved away before training
+    return decision
+
+
+def move_aside(output_dir: str, names: List[str], logger: Optional[logging.Logger] = None) -> str:
+    """Move ``names`` of ``output_dir`` into a new ``previous-<time>`` folder there (nothing is deleted)."""
+    if not names:
+        return ''
+    folder = os.path.join(output_dir, time.strftime('previous-%Y%m%d-%H%M%S'))
+    suffix = 0
+    while os.path.exists(folder + (f'-{suffix}' if suffix else '')):
+        suffix += 1
+    folder += f'-{suffix}' if suffix else ''
+    os.makedirs(folder)
+    for name in names:
+        os.replace(os.path.join(output_dir, name), os.path.join(folder, name))
+    (logger or _logger).warning(f"starting over (TRAIN.ALLOW_START_OVER): the earlier run's {', '.join(names)} "
+                                f'moved to {folder}')
+    return folder
+
+
+def resume_position(checkpoint: Dict[str, Any], *, world_size: int, batch_size: int, accumulation_steps: int,
+                    updates_per_epoch: int, logger: Optional[logging.Logger] = None) -> int:
+    """Optimizer updates to skip in the resumed epoch, in this run's updates.
+
+    The training sampler cuts one permutation per epoch into global batches of consecutive indices, so the
+    clips an interrupted epoch consumed are the first ``epoch_step x world_size x batch x accumulation`` of its
+    order whatever the number of processes. With the same global update they are ``epoch_step`` updates; with
+    another one they are mapped exactly when they make whole updates of this run, else the resume starts at
+    the update before (the few clips in between are trained on twice) with a warning. Checkpoints without the
+    sizes (older versions, the original's) resume at ``epoch_step`` as saved."""
+    log = logger or _logger
+    step = int(checkpoint.get('epoch_step', 0) or 0)
+    saved = [checkpoint.get(k) for k in ('world_size', 'batch_size', 'accumulation_steps')]
+    if step == 0 or not all(isinstance(v, int) and v > 0 for v in saved):
+        return step
+    now = [world_size, batch_size, max(1, accumulation_steps)]
+    old_update, new_update = saved[0] * saved[1] * saved[2], now[0] * now[1] * now[2]
+    if saved == now:
+        return step
+    consumed = step * old_update
+    mapped, rest = divmod(consumed, new_update)
+    sizes = 'processes x clips per process x accumulation steps'
+    if rest:
+        log.warning(f'resuming mid-epoch with {" x ".join(map(str, now))} ({sizes}) a checkpoint saved with '
+                    f'{" x ".join(map(str, saved))} after {step} updates = {consumed} clips: not a whole number of '
+                    f'updates of {new_update} clips, so the epoch resumes at update {mapped} ({mapped * new_update} '
+                    f'clips) and {rest} clips are trained on twice')
+    else:
+        log.info(f'resuming mid-epoch: {step} updates of {old_update} clips ({" x ".join(map(str, saved))} {sizes}) '
+                 f'= {mapped} updates of {new_update} clips ({" x ".join(map(str, now))})')
+    if mapped > updates_per_epoch:
+        log.warning(f'the saved position ({consumed} clips) is past this run\'s epoch of {updates_per_epoch} '
+                    'updates: the epoch ends here')
+    return min(mapped, updates_per_epoch)

@@ -5,7 +5,12 @@ What changed with respect to the original loop (each documented where it is impl
 * native AMP (``engine/amp.py``), gradient clipping once per optimizer update (not per micro-batch), weight
   decay applied as configured (``engine/optim.py``), a scheduler independent of the timm version
   (``engine/lr_schedule.py``);
-* validation before saving, so ``max_accuracy`` is current; the final 4x3 test uses ``best.pth``;
+* validation before saving, so ``max_accuracy`` is current; the final 4x3 test uses ``best.pth``, which is only
+  ever replaced by a model with a higher validation top-1 than its own;
+* one commit point per epoch (``last.pth``, ``engine/checkpoint/saving.py``), after which ``ckpt_epoch_N.pth``,
+  ``best.pth`` and the ``metrics.jsonl`` line follow from it and are completed on the next start after a kill;
+* rank 0 decides where the run starts and which ``best.pth`` the final test uses (output folders need not be
+  shared between nodes); a write error on rank 0 (a full disk) stops every rank with one line;
 * exact resume (``engine/resume.py``): at epoch ends from ``last.pth``, and mid-epoch after SIGTERM / SIGUSR1
   (``engine/preemption.py``: the run saves at the next optimizer-step boundary and exits with code 0);
 * a NaN / inf loss on any rank stops every rank before the optimizer step, and nothing is saved from it;
@@ -14,13 +19,12 @@ What changed with respect to the original loop (each documented where it is impl
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import time
 from contextlib import nullcontext
-from typing import Any, Dict
+from typing import Any, Callable, Dict
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -28,8 +32,9 @@ from torch.nn.parallel import DistributedDataParallel
 from datasets import apply_random_erasing, build_eval_loader, build_mixup, build_train_loader, normalize_clip
 from datasets.transforms import host_to_device
 from engine.amp import amp_dtype, autocast, build_grad_scaler
-from engine.checkpoint import checkpoint_names, load_model_weights, load_pretrained, make_checkpoint, \
-    restore_rng_state, write_checkpoint
+from engine.checkpoint import CheckpointError, checkpoint_names, load_model_weights, load_pretrained, \
+    make_checkpoint, restore_rng_state, write_checkpoint
+from engine.checkpoint.saving import append_metrics, complete_epoch_files, read_best
 from engine.compile import compile_for_training
 from engine.config import ConfigError, config_to_yaml
 from engine.ema import ModelEma
@@ -40,7 +45,8 @@ from engine.meters import AverageMeter
 from utils.progress import ProgressBar, format_duration
 from engine.optim import build_optimizer, clip_gradients
 from engine.preemption import PreemptedError, PreemptionFlag
-from engine.resume import gather_random_states, resolve_resume, restore_training_state, skip_first_batches
+from engine.resume import decide_start, gather_random_states, move_aside, restore_training_state, resume_position, \
+    skip_first_batches
 from utils import distributed as du
 from utils.env import memory_mb
 from utils.logger import TensorBoardWriter
@@ -100,9 +106,12 @@ class Trainer:
         self.state = self._load_start_state()
         self.train_model: torch.nn.Module = model
         if dist_info.distributed:
+            # No static_graph: with it, no_sync() micro-batches (gradient accumulation) fail in DDP's reducer
+            # ("expect_autograd_hooks_ INTERNAL ASSERT FAILED"); the model's activation checkpointing is
+            # non-reentrant, which DDP supports without a static graph.
             self.train_model = DistributedDataParallel(
                 model, device_ids=[dist_info.local_rank] if self.device.type == 'cuda' else None,
-                static_graph=bool(config.TRAIN.USE_CHECKPOINT), **du.no_buffer_sync_kwargs())
+                **du.no_buffer_sync_kwargs())
         if self.ema is None and config.TRAIN.EMA:
             # after DDP's broadcast: every rank seeds its model differently (SEED + rank) and the head of an
             # ImageNet init is drawn per rank, so an EMA copied before would start from other weights per rank
@@ -114,29 +123,84 @@ class Trainer:
         self.tb = TensorBoardWriter(os.path.join(config.OUTPUT, 'tensorboard'),
                                     enabled=config.TENSORBOARD and dist_info.is_main)
         self.preemption = PreemptionFlag().install()
-        self.has_best = os.path.isfile(os.path.join(config.OUTPUT, 'best.pth'))
 
     # ------------------------------------------------------------------------------------------ start
     def _load_start_state(self) -> Dict[str, Any]:
+        """Decide on rank 0 where to start, load it on every rank and check that all ranks hold the same state.
+
+        With auto-resume every rank reads its own ``OUTPUT/<name rank 0 chose>``: on nodes whose output folders
+        are not shared, a rank without the file (or with another epoch's) stops every rank with one line
+        naming it, instead of silently starting at another epoch."""
         config = self.config
-        state = {'start_epoch': 0, 'start_step': 0, 'max_accuracy': 0.0, 'random': None}
-        path = resolve_resume(config)
+        state: Dict[str, Any] = {'start_epoch': 0, 'start_step': 0, 'max_accuracy': 0.0, 'random': None,
+                                 'best_accuracy': None, 'epoch_record': None, 'is_best': False}
         self.ema = None
+        decision = du.all_gather_object(decide_start(config) if self.dist.is_main else None)[0]
+        if decision['error']:
+            raise ConfigError(decision['error'])
+        best = decision['best']
+        if best['problem']:
+            logger.warning(f"best.pth is not readable ({best['problem']}): the best model of this run replaces it")
+        path = os.path.join(config.OUTPUT, decision['name']) if decision['name'] else decision['path']
         if path:
             logger.info(f'resuming from {path}')
-            checkpoint = load_model_weights(self.model, path)
+            checkpoint, problem = {}, ''
+            try:
+                checkpoint = load_model_weights(self.model, path, config=config)
+            except (CheckpointError, OSError) as e:
+                reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+                problem = f"{path}: {reason.replace(f'{path}: ', '')}"
+            mark = [checkpoint.get(k) for k in ('epoch', 'epoch_step', 'step', 'max_accuracy')]
+            reports = du.all_gather_object((problem, mark))
+            for rank, (problem, mark) in enumerate(reports):
+                if not problem and mark != reports[0][1]:
+                    problem = (f'{path} holds epoch {mark[0]} update {mark[1]}, rank 0\'s epoch {reports[0][1][0]} '
+                               f'update {reports[0][1][1]} (output folders that nodes do not share must hold the '
+                               'same files)')
+                if problem:
+                    raise CheckpointError(problem if self.dist.world_size == 1 else f'rank {rank}: {problem}')
             self.ema = ModelEma(self.model, config.TRAIN.EMA_DECAY) if config.TRAIN.EMA else None
-            state = restore_training_state(checkpoint, optimizer=self.optimizer, scheduler=self.scheduler,
-                                           scaler=self.scaler, ema=self.ema, rank=self.dist.rank,
-                                           world_size=self.dist.world_size)
-            logger.info(f"resumed: epoch {state['start_epoch']}, step {state['start_step']} of "
-                        f"{self.updates_per_epoch}, max accuracy {state['max_accuracy']:.2f}%")
+            state = dict(state, **restore_training_state(
+                checkpoint, optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler, ema=self.ema,
+                rank=self.dist.rank, world_size=self.dist.world_size))
+            state['start_step'] = resume_position(
+                checkpoint, world_size=self.dist.world_size, batch_size=config.DATA.BATCH_SIZE,
+                accumulation_steps=self.accum, updates_per_epoch=self.updates_per_epoch, logger=logger)
+            state['epoch_record'] = checkpoint.get('epoch_record')
+            state['is_best'] = bool(checkpoint.get('is_best'))
+            self._on_main(lambda: complete_epoch_files(config.OUTPUT, path, checkpoint, config.TRAIN.EPOCHS,
+                                                       config.SAVE_FREQ, logger))
+            best = du.all_gather_object(read_best(config.OUTPUT) if self.dist.is_main else None)[0]  # maybe completed
             if config.TRAIN.PRETRAINED_PATH:
                 logger.info(f'TRAIN.PRETRAINED_PATH not loaded: the weights come from {path}')
-        elif config.TRAIN.PRETRAINED_PATH:
-            load_pretrained(self.model, config.TRAIN.PRETRAINED_PATH, config)
+        else:
+            self._on_main(lambda: move_aside(config.OUTPUT, decision['move_aside'], logger))
+            if config.TRAIN.PRETRAINED_PATH:
+                load_pretrained(self.model, config.TRAIN.PRETRAINED_PATH, config)
+        # best.pth's own accuracy counts (a resume from an older ckpt_epoch_N restores a lower max_accuracy)
+        state['best_accuracy'] = best['accuracy']
+        if best['accuracy'] is not None:
+            state['max_accuracy'] = max(state['max_accuracy'], best['accuracy'])
+        if path:
+            logger.info(f"resumed: epoch {state['start_epoch']}, step {state['start_step']} of "
+                        f"{self.updates_per_epoch}, max accuracy {state['max_accuracy']:.2f}%")
         # a fresh EMA is made in __init__ once DDP has given every rank rank 0's weights
         return state
+
+    def _on_main(self, action: Callable[[], Any]) -> None:
+        """Run ``action`` (a write into OUTPUT) on rank 0 only; its failure (a full disk, a folder that cannot be
+        written) stops every rank with the same one-line error, instead of leaving the others in a collective."""
+        error = ''
+        if self.dist.is_main:
+            try:
+                action()
+            except CheckpointError as e:
+                error = str(e)
+            except OSError as e:  # e.g. a read-only or vanished folder
+                error = f'cannot write into {self.config.OUTPUT}: {e}'
+        error = du.all_gather_object(error)[0]
+        if error:
+            raise CheckpointError(error)
 
     def checkpoint_state(self, epoch: int, epoch_step: int) -> Dict[str, Any]:
         """What a checkpoint holds; ``epoch`` = last completed epoch, ``epoch_step`` = updates done after it.
@@ -152,7 +216,9 @@ class Trainer:
             scaler=self.scaler.state_dict() if self.scaler.is_enabled() else None,
             ema=self.ema.state_dict() if self.ema is not None else None,
             epoch=epoch, epoch_step=epoch_step, step=(epoch + 1) * self.updates_per_epoch + epoch_step,
-            max_accuracy=self.state['max_accuracy'], config=config_to_yaml(self.config),
+            max_accuracy=self.state['max_accuracy'], epoch_record=self.state['epoch_record'],
+            is_best=bool(self.state['is_best']), world_size=self.dist.world_size,
+            batch_size=self.config.DATA.BATCH_SIZE, accumulation_steps=self.accum, config=config_to_yaml(self.config),
             rng=random_states[0]['rng'], mixup=random_states[0]['mixup'], rng_per_rank=random_states)
 
     def restore_random_state(self) -> None:
@@ -175,17 +241,18 @@ class Trainer:
             epoch_start = time.time()
             train_stats = self.train_one_epoch(epoch, skip)
             val = self.validate(epoch)
-            improved = val['acc1'] > self.state['max_accuracy'] or not self.has_best
+            # best.pth's own accuracy decides (None: there is none yet, or it is unreadable)
+            improved = self.state['best_accuracy'] is None or val['acc1'] > self.state['best_accuracy']
+            if improved:
+                self.state['best_accuracy'] = val['acc1']
             self.state['max_accuracy'] = max(self.state['max_accuracy'], val['acc1'])
+            record = dict(epoch=epoch, **train_stats, **{f'val_{k}': v for k, v in val.items()},
+                          max_accuracy=self.state['max_accuracy'], epoch_time_s=round(time.time() - epoch_start, 1))
+            self.state['epoch_record'], self.state['is_best'] = record, improved
             state = self.checkpoint_state(epoch, 0)
-            if self.dist.is_main:
-                names = checkpoint_names(epoch, config.TRAIN.EPOCHS, config.SAVE_FREQ, improved)
-                write_checkpoint(config.OUTPUT, names, state)
-                self._append_metrics(dict(epoch=epoch, **train_stats, **{f'val_{k}': v for k, v in val.items()},
-                                          max_accuracy=self.state['max_accuracy'],
-                                          epoch_time_s=round(time.time() - epoch_start, 1)))
-            du.barrier()
-            self.has_best = self.has_best or improved
+            names = checkpoint_names(epoch, config.TRAIN.EPOCHS, config.SAVE_FREQ, improved)
+            # last.pth (the commit point), then the names it is published under, then the metrics line
+            self._on_main(lambda: (write_checkpoint(config.OUTPUT, names, state), self._append_metrics(record)))
             logger.info(f"epoch {epoch}: max accuracy {self.state['max_accuracy']:.2f}%, "
                         f"{format_duration(time.time() - epoch_start)}")
             # a signal that came during validation or the save: last.pth is already this epoch's, stop now
@@ -391,15 +458,12 @@ class Trainer:
                        f'update {epoch_step} of {self.updates_per_epoch}, then exiting; rerun the same command '
                        'to continue')
         state = self.checkpoint_state(epoch - 1, epoch_step)
-        if self.dist.is_main:
-            write_checkpoint(self.config.OUTPUT, ['last.pth'], state)
-        du.barrier()
+        self._on_main(lambda: write_checkpoint(self.config.OUTPUT, ['last.pth'], state))
         raise PreemptedError()
 
     def _append_metrics(self, record: Dict[str, Any]) -> None:
-        path = os.path.join(self.config.OUTPUT, 'metrics.jsonl')
-        with open(path, 'a') as f:
-            f.write(json.dumps(record) + '\n')
+        """The epoch's line of metrics.jsonl (the file is rewritten atomically: whole lines only)."""
+        append_metrics(self.config.OUTPUT, record, logger)
 
     # ------------------------------------------------------------------------------------------ evaluation
     def validate(self, epoch: int) -> Dict[str, Any]:
@@ -421,9 +485,14 @@ class Trainer:
         it is '') and write the results."""
         config = self.config
         best = os.path.join(config.OUTPUT, 'best.pth')
-        if os.path.isfile(best):
-            checkpoint = load_model_weights(self.model, best)
-            source, epoch = best, checkpoint.get('epoch')
+        # rank 0 decides and loads, every rank gets its weights: output folders need not be shared
+        if du.all_gather_object(os.path.isfile(best) if self.dist.is_main else None)[0]:
+            loaded: Dict[str, Any] = {}
+            self._on_main(lambda: loaded.update(load_model_weights(self.model, best)))
+            if self.dist.distributed:
+                for tensor in self.model.state_dict().values():
+                    torch.distributed.broadcast(tensor, 0)
+            source, epoch = best, du.all_gather_object(loaded.get('epoch'))[0]
         else:
             logger.warning('no best.pth: the final test uses the current weights')
             source, epoch = 'final weights', config.TRAIN.EPOCHS - 1

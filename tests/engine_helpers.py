@@ -92,6 +92,59 @@ def run_and_signal(args: List[str], log_file: str, marker: str, sig: int, timeou
     return proc.returncode, out
 
 
+def start_ranks(per_rank_args: List[List[str]], extra_env: Optional[Dict[str, str]] = None) -> List[subprocess.Popen]:
+    """Start one main.py per rank with torchrun's variables set by hand (gloo on 127.0.0.1), so that each rank
+    can get its own arguments (e.g. another --output, as on nodes that share no folder) and its own signal."""
+    port, world = free_port(), len(per_rank_args)
+    procs = []
+    for rank, args in enumerate(per_rank_args):
+        e = dict(env(), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world),
+                 MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), **(extra_env or {}))
+        procs.append(subprocess.Popen([sys.executable, 'main.py'] + args, cwd=REPO, env=e, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    return procs
+
+
+def wait_ranks(procs: List[subprocess.Popen], timeout: float = 240) -> List[tuple]:
+    """[(returncode, output)] of every rank; all are killed if one is still running at ``timeout``."""
+    deadline, results = time.time() + timeout, []
+    try:
+        for proc in procs:
+            out, _ = proc.communicate(timeout=max(1.0, deadline - time.time()))
+            results.append((proc.returncode, out))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return results
+
+
+def run_ranks(per_rank_args: List[List[str]], timeout: float = 240, check: bool = True) -> List[tuple]:
+    results = wait_ranks(start_ranks(per_rank_args), timeout)
+    if check and any(code != 0 for code, _ in results):
+        raise AssertionError('\n'.join(f'--- rank {r} exited with {code}\n{out[-3000:]}'
+                                        for r, (code, out) in enumerate(results)))
+    return results
+
+
+def signal_ranks_when(per_rank_args: List[List[str]], log_file: str, marker: str, sig: int,
+                      timeout: float = 240) -> List[tuple]:
+    """Start the ranks and send ``sig`` to every one of them once ``marker`` appears in ``log_file``."""
+    procs = start_ranks(per_rank_args)
+    deadline = time.time() + timeout
+    sent = False
+    while not sent and all(p.poll() is None for p in procs) and time.time() < deadline:
+        if os.path.exists(log_file) and marker in open(log_file).read():
+            for proc in procs:
+                proc.send_signal(sig)
+            sent = True
+        time.sleep(0.02)
+    results = wait_ranks(procs, max(1.0, deadline - time.time()))
+    assert sent, f'{marker!r} never appeared in {log_file}:\n{results[0][1][-3000:]}'
+    return results
+
+
 def run_folder(output_root: str, tag: str) -> str:
     return os.path.join(output_root, 'toy', 'video-focalnet_toy', tag)
 

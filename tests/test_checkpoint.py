@@ -391,3 +391,125 @@ def test_find_auto_resume(tmp_path, caplog):
         assert find_auto_resume(tmp_path) == str(tmp_path / 'ckpt_epoch_9.pth')
     log = caplog.text
     assert 'last.pth' in log and 'ckpt_epoch_10.pth' in log and 'falling back to' in log
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the epoch commit: disk full, metrics.jsonl, completing an interrupted save, best.pth, start decisions
+# ---------------------------------------------------------------------------------------------------------
+def test_disk_full_is_one_line_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    import errno
+    from engine.checkpoint.saving import DiskFullError
+    path = tmp_path / 'last.pth'
+    save_checkpoint(path, {'model': {'w': torch.ones(1000)}, 'epoch': 1})
+
+    def no_space(obj, f, *args, **kwargs):
+        f.write(b'PK\x03\x04 partial')
+        raise OSError(errno.ENOSPC, 'No space left on device')
+
+    monkeypatch.setattr(torch, 'save', no_space)
+    with pytest.raises(DiskFullError) as info:
+        save_checkpoint(path, {'model': {'w': torch.zeros(2**20)}, 'epoch': 2})
+    monkeypatch.undo()
+    message = str(info.value)
+    assert message.startswith(f'{tmp_path}: no space left') and '\n' not in message
+    assert '5.0 MB needed' in message and 'MB free' in message  # 4 MiB of tensors + the margin
+    assert os.listdir(tmp_path) == ['last.pth'] and load_checkpoint_file(path)['epoch'] == 1
+
+
+def test_read_jsonl_skips_a_torn_last_line_with_a_warning(tmp_path, caplog):
+    from utils.jsonl import read_jsonl
+    path = tmp_path / 'metrics.jsonl'
+    path.write_text('{"epoch": 0, "val_acc1": 50.0}\n{"epoch": 1, "val_ac')
+    with caplog.at_level('WARNING'):
+        assert read_jsonl(str(path)) == [{'epoch': 0, 'val_acc1': 50.0}]
+    assert 'metrics.jsonl:2: skipping a torn last line' in caplog.text
+    path.write_text('{"epoch": 0}\n{"epo\n{"epoch": 2}\n')
+    with pytest.raises(ValueError, match=r'metrics.jsonl:2: '):
+        read_jsonl(str(path))  # damage in the middle is not a torn write: an error
+    assert read_jsonl(str(tmp_path / 'absent.jsonl')) == []
+
+
+def _epoch_state(epoch, acc, is_best, epoch_step=0, fill=None):
+    record = {'epoch': epoch, 'train_loss': 1.0, 'val_acc1': acc, 'max_accuracy': acc}
+    return {'model': {'w': torch.full((3,), float(epoch if fill is None else fill))}, 'epoch': epoch,
+            'epoch_step': epoch_step, 'max_accuracy': acc, 'epoch_record': record, 'is_best': is_best}
+
+
+def test_complete_epoch_files_finishes_a_save_killed_after_the_commit(tmp_path, caplog):
+    from engine.checkpoint import write_checkpoint
+    from engine.checkpoint.saving import complete_epoch_files, read_metrics, write_metrics
+    out = str(tmp_path)
+    write_checkpoint(out, ['last.pth', 'ckpt_epoch_0.pth', 'best.pth'], _epoch_state(0, 40.0, True))
+    write_metrics(out, [_epoch_state(0, 40.0, True)['epoch_record']])
+    # epoch 1 committed (last.pth), killed before ckpt_epoch_1, best.pth and its metrics line; a torn line of
+    # a later epoch (an older writer) is in the file
+    state = _epoch_state(1, 60.0, True)
+    write_checkpoint(out, ['last.pth'], state)
+    with open(tmp_path / 'metrics.jsonl', 'a') as f:
+        f.write('{"epoch": 2, "tra')
+    with caplog.at_level('WARNING'):
+        redone = complete_epoch_files(out, os.path.join(out, 'last.pth'), state, total_epochs=5, save_freq=1)
+    assert redone == ['metrics.jsonl line of epoch 1', 'ckpt_epoch_1.pth', 'best.pth']
+    assert 'torn last line' in caplog.text
+    assert [r['epoch'] for r in read_metrics(out)] == [0, 1]
+    assert load_checkpoint_file(tmp_path / 'best.pth')['epoch'] == 1
+    assert load_checkpoint_file(tmp_path / 'ckpt_epoch_1.pth')['epoch'] == 1
+    assert complete_epoch_files(out, os.path.join(out, 'last.pth'), state, 5, 1) == []  # idempotent
+
+
+def test_complete_epoch_files_never_replaces_a_better_best(tmp_path):
+    """A fallback to an older checkpoint that was best in its time: best.pth holds a higher accuracy since."""
+    from engine.checkpoint import write_checkpoint
+    from engine.checkpoint.saving import complete_epoch_files, read_metrics, write_metrics
+    out = str(tmp_path)
+    write_checkpoint(out, ['best.pth'], _epoch_state(3, 80.0, True))
+    write_metrics(out, [{'epoch': e} for e in range(5)])
+    older = _epoch_state(1, 60.0, True)
+    write_checkpoint(out, ['last.pth'], older)
+    assert complete_epoch_files(out, os.path.join(out, 'last.pth'), older, 5, 1) == \
+        ['3 metrics.jsonl line(s) of epochs after 1 dropped', 'ckpt_epoch_1.pth']
+    assert load_checkpoint_file(tmp_path / 'best.pth')['epoch'] == 3
+    assert [r['epoch'] for r in read_metrics(out)] == [0, 1]
+    # a mid-epoch checkpoint publishes nothing: its weights are not those of an epoch end
+    mid = _epoch_state(1, 60.0, True, epoch_step=2)
+    os.remove(tmp_path / 'ckpt_epoch_1.pth')
+    write_checkpoint(out, ['last.pth'], mid)
+    assert complete_epoch_files(out, os.path.join(out, 'last.pth'), mid, 5, 1) == []
+    assert not (tmp_path / 'ckpt_epoch_1.pth').exists()
+
+
+def test_resume_position_maps_clips_consumed(caplog):
+    from engine.resume import resume_position
+    ckpt = {'epoch_step': 3, 'world_size': 2, 'batch_size': 4, 'accumulation_steps': 2}  # 3 x 16 = 48 clips
+    same = dict(world_size=2, batch_size=4, accumulation_steps=2, updates_per_epoch=10)
+    assert resume_position(ckpt, **same) == 3
+    assert resume_position(ckpt, world_size=1, batch_size=4, accumulation_steps=2, updates_per_epoch=20) == 6
+    assert resume_position(ckpt, world_size=4, batch_size=4, accumulation_steps=1, updates_per_epoch=10) == 3
+    with caplog.at_level('WARNING', logger='engine.resume'):
+        assert resume_position(ckpt, world_size=4, batch_size=4, accumulation_steps=2, updates_per_epoch=5) == 1
+    assert '16 clips are trained on twice' in caplog.text  # 48 = 1 x 32 + 16
+    assert resume_position(ckpt, world_size=8, batch_size=4, accumulation_steps=1, updates_per_epoch=1) == 1
+    assert resume_position({'epoch_step': 3}, **same) == 3  # older checkpoints: as saved
+    assert resume_position(dict(ckpt, epoch_step=0), world_size=1, batch_size=1, accumulation_steps=1,
+                           updates_per_epoch=5) == 0
+
+
+def test_decide_start(tmp_path):
+    from engine.config import load_config
+    from engine.resume import decide_start, move_aside
+    toy = os.path.join(REPO_ROOT, 'configs', 'toy', 'video-focalnet_toy.yaml')
+    cfg = load_config(toy, ['OUTPUT', str(tmp_path), 'TAG', 'r'])
+    assert decide_start(cfg)['path'] == '' and decide_start(cfg)['error'] == ''  # an empty folder: start
+    os.makedirs(cfg.OUTPUT)
+    save_checkpoint(os.path.join(cfg.OUTPUT, 'best.pth'), _epoch_state(4, 71.5, True))
+    refused = decide_start(cfg)['error']
+    assert 'best.pth (best.pth: epoch 4, top-1 71.50%)' in refused and 'TRAIN.ALLOW_START_OVER' in refused
+    assert '\n' not in refused
+    allowed = decide_start(load_config(toy, ['OUTPUT', str(tmp_path), 'TAG', 'r', 'TRAIN.ALLOW_START_OVER', 'True']))
+    assert allowed['error'] == '' and allowed['move_aside'] == ['best.pth'] and allowed['best']['accuracy'] is None
+    folder = move_aside(cfg.OUTPUT, allowed['move_aside'])
+    assert os.listdir(folder) == ['best.pth'] and not os.path.exists(os.path.join(cfg.OUTPUT, 'best.pth'))
+    save_checkpoint(os.path.join(cfg.OUTPUT, 'best.pth'), _epoch_state(4, 71.5, True))
+    save_checkpoint(os.path.join(cfg.OUTPUT, 'last.pth'), _epoch_state(6, 70.0, False))
+    resumed = decide_start(cfg)
+    assert resumed['name'] == 'last.pth' and resumed['best']['accuracy'] == 71.5 and resumed['best']['epoch'] == 4

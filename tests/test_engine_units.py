@@ -251,9 +251,10 @@ def test_eval_outputs_are_quoted_csv_and_json(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ checkpoints
 def test_checkpoint_names_order_and_frequency():
-    assert checkpoint_names(0, 10, 5, improved=True) == ['ckpt_epoch_0.pth', 'best.pth', 'last.pth']
+    # last.pth first: the commit point, from which the other names are published (and completed after a kill)
+    assert checkpoint_names(0, 10, 5, improved=True) == ['last.pth', 'ckpt_epoch_0.pth', 'best.pth']
     assert checkpoint_names(3, 10, 5, improved=False) == ['last.pth']
-    assert checkpoint_names(9, 10, 5, improved=False) == ['ckpt_epoch_9.pth', 'last.pth']  # the last epoch
+    assert checkpoint_names(9, 10, 5, improved=False) == ['last.pth', 'ckpt_epoch_9.pth']  # the last epoch
 
 
 def test_write_checkpoint_once_and_publish_names(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from engine_helpers import (KILL, TERM, TOY_CFG, make_tiny_data, max_abs_diff, model_tensors, run_and_signal,
-                            run_folder, run_main, tiny_opts)
+                            run_folder, run_main, run_ranks, signal_ranks_when, tiny_opts)
 
 pytestmark = pytest.mark.slow
 
@@ -126,6 +126,86 @@ def test_sigterm_saves_mid_epoch_and_resume_continues_exactly(work, random_basel
     assert max_abs_diff(random_baseline, _weights_and_ema(folder)) == 0.0
 
 
+def test_two_ranks_with_checkpointing_and_accumulation_train_and_resume_exactly(work):
+    """DDP + activation checkpointing + no_sync() micro-batches: DDP's static_graph made the reducer fail
+    (expect_autograd_hooks_ INTERNAL ASSERT). Both ranks get SIGTERM mid-epoch, save, and the rerun ends with
+    the weights of the uninterrupted run, bit for bit (DropPath: each rank's own RNG state is restored)."""
+    opts = dict(DATA__BATCH_SIZE=1, MODEL__DROP_PATH_RATE=0.2)   # 2 ranks x 1 clip x 2 micro-batches: 4 updates
+    flags = ('--use-checkpoint', '--accumulation-steps', '2')
+    run_ranks([_args(work, 'ddp-ckpt', *flags, **opts)] * 2)
+    args = _args(work, 'ddp-ckpt-term', *flags, **opts)
+    folder = run_folder(work['out'], 'ddp-ckpt-term')
+    results = signal_ranks_when([args] * 2, os.path.join(folder, 'log_rank0.txt'), 'Train: [0/2][1/4]', TERM)
+    assert [code for code, _ in results] == [0, 0], results[0][1][-3000:] + results[1][1][-3000:]
+    saved = torch.load(os.path.join(folder, 'last.pth'), weights_only=True)
+    assert (saved['epoch'], saved['world_size'], saved['batch_size'], saved['accumulation_steps']) == (-1, 2, 1, 2)
+    assert 0 < saved['epoch_step'] < 4
+    run_ranks([args] * 2)
+    assert max_abs_diff(model_tensors(os.path.join(run_folder(work['out'], 'ddp-ckpt'), 'last.pth')),
+                        model_tensors(os.path.join(folder, 'last.pth'))) == 0.0
+
+
+def test_mid_epoch_resume_on_more_processes_continues_at_the_same_clip(work, baseline):
+    """1 process x 4 clips, SIGTERM mid-epoch, resumed on 2 processes x 2 clips: the same global batches, so
+    the run ends where the uninterrupted 1-process run does (up to float summation order)."""
+    args = _args(work, 'grow')
+    folder = run_folder(work['out'], 'grow')
+    code, out = run_and_signal(args, os.path.join(folder, 'log_rank0.txt'), 'Train: [0/2][1/4]', TERM)
+    assert code == 0, out[-3000:]
+    step = torch.load(os.path.join(folder, 'last.pth'), weights_only=True)['epoch_step']
+    assert 0 < step < 4
+    results = run_ranks([_args(work, 'grow', DATA__BATCH_SIZE=2)] * 2)
+    assert f'resumed: epoch 0, step {step} of 4' in results[0][1]
+    assert max_abs_diff(model_tensors(os.path.join(baseline, 'last.pth')),
+                        model_tensors(os.path.join(folder, 'last.pth'))) < 1e-5
+
+
+def test_mid_epoch_resume_on_fewer_processes_maps_the_position_by_clips(work):
+    """2 processes x 2 clips (4 per update), SIGTERM after k updates; resumed on 1 process x 2 clips (2 per
+    update) it continues at update 2k of 8: the clips consumed, not the count of the old updates."""
+    args = _args(work, 'shrink', DATA__BATCH_SIZE=2)
+    folder = run_folder(work['out'], 'shrink')
+    results = signal_ranks_when([args] * 2, os.path.join(folder, 'log_rank0.txt'), 'Train: [0/2][1/4]', TERM)
+    assert [code for code, _ in results] == [0, 0], results[0][1][-3000:]
+    step = torch.load(os.path.join(folder, 'last.pth'), weights_only=True)['epoch_step']
+    assert 0 < step < 4
+    out = run_main(args).stdout
+    assert f'resumed: epoch 0, step {2 * step} of 8' in out
+    trained = [line for line in out.splitlines() if 'Train: [0/2][' in line]
+    assert f'Train: [0/2][{2 * step + 1}/8]' in trained[0] and len(trained) == 8 - 2 * step
+
+
+def test_output_folders_not_shared_between_ranks(work, tmp_path):
+    """Ranks whose OUTPUT differ (nodes without a shared folder): rank 0 decides what to resume; a rank
+    without that file, or with another epoch's, stops every rank with one line naming it (no drift, no
+    hang); with a copy of the files both resume at the same epoch, and the final test of every rank uses
+    rank 0's best.pth."""
+    def rank_args(rank, **extra):
+        return ['--cfg', TOY_CFG, '--output', str(tmp_path / f'node{rank}'), '--tag', 'run',
+                '--opts', *tiny_opts(work['data'], DATA__BATCH_SIZE=2, **extra)]
+    folders = [run_folder(str(tmp_path / f'node{rank}'), 'run') for rank in (0, 1)]
+    run_ranks([rank_args(0, TRAIN__EPOCHS=1), rank_args(1, TRAIN__EPOCHS=1)])
+    assert os.path.isfile(os.path.join(folders[0], 'last.pth')) and not os.path.exists(os.path.join(folders[1], 'last.pth'))
+
+    results = run_ranks([rank_args(0), rank_args(1)], check=False)
+    assert [code for code, _ in results] == [2, 2]
+    errors = [line for _, out in results for line in out.splitlines() if line.startswith('main.py: error:')]
+    assert len(errors) == 2 and all(f'rank 1: {os.path.join(folders[1], "last.pth")}' in e for e in errors)
+
+    stale = os.path.join(folders[1], 'last.pth')
+    torch.save(dict(torch.load(os.path.join(folders[0], 'last.pth'), weights_only=True), epoch=5), stale)
+    results = run_ranks([rank_args(0), rank_args(1)], check=False)
+    assert [code for code, _ in results] == [2, 2] and 'holds epoch 5 update 0' in results[1][1]
+
+    for name in ('last.pth', 'ckpt_epoch_0.pth'):
+        shutil.copy(os.path.join(folders[0], name), os.path.join(folders[1], name))
+    results = run_ranks([rank_args(0, TRAIN__FINAL_TEST=True), rank_args(1, TRAIN__FINAL_TEST=True)])
+    for rank in (0, 1):
+        log = open(os.path.join(folders[rank], f'log_rank{rank}.txt')).read()
+        assert 'resumed: epoch 1, step 0' in log and 'no best.pth' not in log and 'final test' in log
+    assert torch.load(os.path.join(folders[0], 'last.pth'), weights_only=True)['epoch'] == 1
+
+
 def test_nan_loss_stops_without_writing_a_checkpoint(work, baseline):
     folder = run_folder(work['out'], 'nan')
     os.makedirs(folder)
@@ -137,8 +217,9 @@ def test_nan_loss_stops_without_writing_a_checkpoint(work, baseline):
     log = proc.stdout + proc.stderr
     assert 'loss is nan' in log or 'loss is inf' in log
     assert 'no checkpoint was written' in log
-    assert sorted(f for f in os.listdir(folder) if f.endswith('.pth')) == ['last.pth']
-    assert open(os.path.join(folder, 'last.pth'), 'rb').read() == before
+    # the start completed epoch 0's files from its last.pth (ckpt_epoch_0, best); nothing from the NaN state
+    assert sorted(f for f in os.listdir(folder) if f.endswith('.pth')) == ['best.pth', 'ckpt_epoch_0.pth', 'last.pth']
+    assert all(open(os.path.join(folder, f), 'rb').read() == before for f in os.listdir(folder) if f.endswith('.pth'))
 
 
 @pytest.mark.parametrize('amp', ['fp16', 'bf16'])

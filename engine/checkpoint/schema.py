@@ -1,9 +1,10 @@
 """What a training checkpoint holds: the one definition of its entries.
 
 ``engine/trainer.py`` builds every checkpoint through :func:`make_checkpoint`, which refuses a missing or an
-unknown entry, and the checkpoint table of docs/checkpoints.md is :func:`markdown_table` (a test compares
-them), so the format, the code and the documentation cannot drift apart. Everything is plain data (tensors,
-numbers, strings, lists, dicts), so a checkpoint loads with ``torch.load(weights_only=True)``.
+unknown entry, and the table of entries in docs/checkpoints.md (and in README, where it carries one) is
+:func:`markdown_table` (a test compares them), so the format, the code and the documentation cannot drift
+apart. Everything is plain data (tensors, numbers, strings, lists, dicts), so a checkpoint loads with
+``torch.load(weights_only=True)``.
 
 Checkpoints of the original code hold a subset (``model``, ``optimizer``, ``lr_scheduler``, ``max_accuracy``,
 ``epoch``, a pickled ``config``, maybe ``amp``); ``engine/resume.py`` restores what is there.
@@ -23,7 +24,13 @@ ENTRIES: Tuple[Tuple[Tuple[str, ...], str], ...] = (
     (('epoch_step',), 'optimizer updates already done in the next epoch: > 0 only after a preemption, where the '
                       'resume skips them'),
     (('step',), 'optimizer updates done in total'),
-    (('max_accuracy',), 'best validation top-1 so far (%)'),
+    (('max_accuracy',), 'best validation top-1 so far (%), `best.pth`\'s own figure included'),
+    (('epoch_record', 'is_best'), "epoch `epoch`'s line of `metrics.jsonl` (validation top-1 of these weights "
+                                  "included) and whether they are `best.pth`: a resume completes an interrupted "
+                                  "save from them"),
+    (('world_size', 'batch_size', 'accumulation_steps'), 'processes, clips per process and micro-batches per '
+                                                         'update of the run that saved it: a mid-epoch resume with '
+                                                         'another global batch maps `epoch_step` by clips consumed'),
     (('config',), 'the merged config as YAML text'),
     (('rng', 'mixup'), "rank 0's Python, NumPy, torch CPU and CUDA RNG states, and its Mixup/CutMix generator "
                        "(`None` without mixing)"),

@@ -1,0 +1,164 @@
+"""Hostile tests of the checkpoint commit protocol: kill -9 at fixed points inside the checkpoint and metrics
+writes (``VFN_TEST_KILL_AT``, ``engine/checkpoint/saving.py``), a damaged ``last.pth`` next to a better
+``best.pth``, a fresh start over a finished run, and a full disk. After every kill the same command is run
+again and must end with every file of the uninterrupted run: last.pth, ckpt_epoch_N, best.pth, metrics."""
+import errno
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+import torch
+
+from engine_helpers import REPO, TOY_CFG, env, main_cmd, make_tiny_data, max_abs_diff, model_tensors, run_folder, \
+    run_main, tiny_opts
+
+pytestmark = pytest.mark.slow
+
+# metrics that depend on the clock, not on the computation
+TIMING_KEYS = ('epoch_time_s', 'data_wait_fraction')
+
+
+@pytest.fixture(scope='module')
+def work(tmp_path_factory):
+    root = tmp_path_factory.mktemp('hostile')
+    data = make_tiny_data(str(root / 'data'))
+    return {'data': data, 'out': str(root / 'out')}
+
+
+def _args(work, tag, **opts):
+    return ['--cfg', TOY_CFG, '--output', work['out'], '--tag', tag, '--opts', *tiny_opts(work['data'], **opts)]
+
+
+def _metrics(folder):
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS}
+            for line in open(os.path.join(folder, 'metrics.jsonl'))]
+
+
+def _epoch_files(folder):
+    """{name: (epoch, weights)} of the checkpoints in ``folder``."""
+    out = {}
+    for name in sorted(os.listdir(folder)):
+        if name.endswith('.pth'):
+            ckpt = torch.load(os.path.join(folder, name), weights_only=True)
+            out[name] = (ckpt['epoch'], ckpt['epoch_step'], ckpt['model'])
+    return out
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(work):
+    run_main(_args(work, 'whole'))
+    return run_folder(work['out'], 'whole')
+
+
+def _assert_same_run(folder, reference):
+    ours, theirs = _epoch_files(folder), _epoch_files(reference)
+    assert sorted(ours) == sorted(theirs)
+    for name, (epoch, step, weights) in theirs.items():
+        assert ours[name][:2] == (epoch, step), name
+        assert max_abs_diff(ours[name][2], weights) == 0.0, name
+    assert _metrics(folder) == _metrics(reference)
+    assert not [n for n in os.listdir(folder) if n.endswith('.tmp')]
+
+
+# (kill point, what the rerun must find): epoch 0 is always best (the first), SAVE_FREQ 1 publishes ckpt_epoch_N
+KILL_POINTS = [
+    'written:last.pth@1',            # epoch 0's last.pth complete in its temporary file, not renamed
+    'committed:last.pth@1',          # epoch 0 committed, nothing published
+    'published:ckpt_epoch_0.pth',    # ckpt_epoch_0 published, best.pth not yet
+    'published:best.pth@1',          # published, metrics line not yet written
+    'written:metrics.jsonl@1',       # metrics.jsonl's new version complete in its temporary file
+    'committed:last.pth@2',          # the last epoch committed, its ckpt_epoch_1 / best / metrics line not yet
+]
+
+
+@pytest.mark.parametrize('point', KILL_POINTS)
+def test_kill_inside_the_epoch_save_then_rerun_equals_uninterrupted(work, uninterrupted, point):
+    args = _args(work, 'kill-' + point.replace(':', '-').replace('@', '-'))
+    folder = run_folder(work['out'], args[5])
+    proc = subprocess.run(main_cmd(args), cwd=REPO, env=dict(env(), VFN_TEST_KILL_AT=point), capture_output=True,
+                          text=True, timeout=240)
+    assert proc.returncode == -9, proc.stdout[-2000:] + proc.stderr[-2000:]
+    # right after the kill: what is published is loadable, and no metrics line is torn or ahead of last.pth
+    last = torch.load(os.path.join(folder, 'last.pth'), weights_only=True) if \
+        os.path.exists(os.path.join(folder, 'last.pth')) else {'epoch': -1}
+    if os.path.exists(os.path.join(folder, 'metrics.jsonl')):
+        assert max(m['epoch'] for m in _metrics(folder)) <= last['epoch']
+    for name in os.listdir(folder):
+        if name.endswith('.pth'):
+            assert torch.load(os.path.join(folder, name), weights_only=True)['epoch'] <= last['epoch']
+    rerun = run_main(args)
+    if point.startswith(('committed', 'published')):
+        assert 'was interrupted after last.pth was committed' in rerun.stdout + rerun.stderr
+    _assert_same_run(folder, uninterrupted)
+
+
+def test_damaged_last_pth_never_lets_a_worse_model_replace_best(work, uninterrupted):
+    """last.pth unreadable and the fallback ckpt_epoch_0 restores a lower max_accuracy than best.pth holds:
+    the redone epoch 1 must beat best.pth's own accuracy to replace it."""
+    folder = run_folder(work['out'], 'damaged')
+    os.makedirs(folder)
+    for name in ('ckpt_epoch_0.pth', 'metrics.jsonl'):
+        shutil.copy(os.path.join(uninterrupted, name), folder)
+    best = torch.load(os.path.join(uninterrupted, 'best.pth'), weights_only=True)
+    best['epoch_record'] = dict(best.get('epoch_record') or {}, val_acc1=100.0)   # a best.pth no epoch can beat
+    best['max_accuracy'] = 100.0
+    torch.save(best, os.path.join(folder, 'best.pth'))
+    before = open(os.path.join(folder, 'best.pth'), 'rb').read()
+    with open(os.path.join(folder, 'last.pth'), 'wb') as f:
+        f.write(open(os.path.join(uninterrupted, 'last.pth'), 'rb').read()[:5000])   # torn
+    proc = run_main(_args(work, 'damaged'))
+    assert 'falling back to' in proc.stdout + proc.stderr
+    assert open(os.path.join(folder, 'best.pth'), 'rb').read() == before
+    last = torch.load(os.path.join(folder, 'last.pth'), weights_only=True)
+    assert last['epoch'] == 1 and last['max_accuracy'] == 100.0 and not last['is_best']
+    assert max_abs_diff(last['model'], model_tensors(os.path.join(uninterrupted, 'last.pth'))) == 0.0
+
+
+def test_fresh_start_over_a_run_with_best_pth_is_refused_unless_asked(work, uninterrupted):
+    folder = run_folder(work['out'], 'over')
+    os.makedirs(folder)
+    shutil.copy(os.path.join(uninterrupted, 'best.pth'), folder)
+    with open(os.path.join(folder, 'last.pth'), 'wb') as f:
+        f.write(b'not a checkpoint')
+    before = open(os.path.join(folder, 'best.pth'), 'rb').read()
+    proc = run_main(_args(work, 'over', TRAIN__EPOCHS=1), check=False)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith('main.py: error:')]
+    assert len(errors) == 1 and 'best.pth' in errors[0] and 'TRAIN.ALLOW_START_OVER' in errors[0]
+    assert 'Traceback' not in proc.stderr
+    assert open(os.path.join(folder, 'best.pth'), 'rb').read() == before
+    run_main(_args(work, 'over', TRAIN__EPOCHS=1, TRAIN__ALLOW_START_OVER=True))
+    moved = [n for n in os.listdir(folder) if n.startswith('previous-')]
+    assert len(moved) == 1 and sorted(os.listdir(os.path.join(folder, moved[0]))) == ['best.pth', 'last.pth']
+    assert open(os.path.join(folder, moved[0], 'best.pth'), 'rb').read() == before
+    assert [m['epoch'] for m in _metrics(folder)] == [0]
+
+
+def test_disk_full_during_a_checkpoint_write(work, tmp_path, monkeypatch, capsys):
+    """ENOSPC while writing epoch 1's last.pth: one line naming the folder and the space needed, exit 2, no
+    temporary file left, epoch 0's files intact; freeing space and rerunning ends like the uninterrupted run."""
+    import main
+    folder = run_folder(work['out'], 'full')
+    real_save = torch.save
+    calls = []
+
+    def full_disk(obj, f, *args, **kwargs):
+        calls.append(obj.get('epoch'))
+        if obj.get('epoch') == 1:
+            f.write(b'PK\x03\x04 partial')
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, 'save', full_disk)
+    code = main.main(_args(work, 'full'))
+    monkeypatch.setattr(torch, 'save', real_save)
+    assert code == 2
+    stderr = capsys.readouterr().err
+    err = [line for line in stderr.splitlines() if line.startswith('main.py:')]  # the rest: progress bars
+    assert len(err) == 1 and err[0].startswith('main.py: error:') and folder in err[0] and 'MB needed' in err[0]
+    assert 'Traceback' not in stderr
+    assert not [n for n in os.listdir(folder) if n.endswith('.tmp')]
+    assert torch.load(os.path.join(folder, 'last.pth'), weights_only=True)['epoch'] == 0
+    assert [m['epoch'] for m in _metrics(folder)] == [0]
