@@ -34,3 +34,64 @@ def test_toy_script_runs_main_with_passed_through_arguments(tmp_path, gpus):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'throughput:' in proc.stdout and 'clips/s' in proc.stdout
     assert f'world_size {gpus}' in proc.stdout
+
+
+FAKE_PYTHON = r"""#!/usr/bin/env bash
+# stands in for python: -c (the GPU count) answers as torch does, from CUDA_VISIBLE_DEVICES on an 8-GPU node;
+# anything else (the launch itself) is recorded
+if [ "$1" = "-c" ]; then
+    if [ -n "${CUDA_VISIBLE_DEVICES+x}" ]; then
+        IFS=, read -ra ids <<< "$CUDA_VISIBLE_DEVICES"; echo "${#ids[@]}"
+    else
+        echo 8
+    fi
+    exit 0
+fi
+printf '%s\n' "$@" > "$LAUNCHED"
+"""
+
+FAKE_NVIDIA_SMI = """#!/usr/bin/env bash
+for i in 0 1 2 3 4 5 6 7; do echo "GPU $i: NVIDIA H100 (UUID: GPU-$i)"; done
+"""
+
+
+def _launch_with_stubs(tmp_path, **variables):
+    """Run scripts/launch.sh with a stub python (and an 8-GPU nvidia-smi on PATH); the launch's argv."""
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir(exist_ok=True)
+    for name, text in (('python', FAKE_PYTHON), ('nvidia-smi', FAKE_NVIDIA_SMI)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    launched = tmp_path / 'launched.txt'
+    run_env = dict(env(), PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", PYTHON=str(bin_dir / 'python'),
+                   LAUNCHED=str(launched), **variables)
+    run_env.pop('GPUS', None)
+    if "CUDA_VISIBLE_DEVICES" not in variables:
+        run_env.pop("CUDA_VISIBLE_DEVICES", None)
+    proc = subprocess.run(['bash', os.path.join(REPO, 'scripts', 'launch.sh'), 'configs/toy/video-focalnet_toy.yaml'],
+                          env=run_env, capture_output=True, text=True, timeout=60)
+    return proc, (launched.read_text().split('\n')[:-1] if launched.exists() else [])
+
+
+def test_launch_counts_the_gpus_torch_sees_and_uses_a_standalone_rendezvous(tmp_path):
+    proc, argv = _launch_with_stubs(tmp_path, CUDA_VISIBLE_DEVICES='0,1')
+    assert proc.returncode == 0, proc.stderr
+    assert argv[:2] == ['-m', 'torch.distributed.run'], argv
+    assert argv[argv.index('--nproc_per_node') + 1] == '2'      # not the 8 that nvidia-smi -L lists
+    assert '--standalone' in argv                               # a free port per job, no fixed 29500
+    assert '--master_port' not in argv and '29500' not in argv
+    proc, argv = _launch_with_stubs(tmp_path, CUDA_VISIBLE_DEVICES='3')
+    assert argv[:2] == ['main.py', '--cfg'], argv                 # one visible GPU: no launcher at all
+    proc, argv = _launch_with_stubs(tmp_path)
+    assert argv[argv.index('--nproc_per_node') + 1] == '8'
+
+
+def test_launch_multi_node_needs_master_addr(tmp_path):
+    proc, argv = _launch_with_stubs(tmp_path, NNODES='2', CUDA_VISIBLE_DEVICES='0,1')
+    assert proc.returncode == 2 and argv == []
+    assert proc.stderr.count('\n') == 1 and 'MASTER_ADDR' in proc.stderr
+    proc, argv = _launch_with_stubs(tmp_path, NNODES='2', NODE_RANK='1', MASTER_ADDR='node0',
+                                    CUDA_VISIBLE_DEVICES='0,1')
+    assert proc.returncode == 0, proc.stderr
+    assert argv[argv.index('--master_addr') + 1] == 'node0' and argv[argv.index('--node_rank') + 1] == '1'
+    assert argv[argv.index('--nnodes') + 1] == '2' and argv[argv.index('--master_port') + 1] == '29500'
