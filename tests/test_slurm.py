@@ -36,8 +36,11 @@ def fake_scontrol(tmp_path, monkeypatch):
     return calls
 
 
+# what srun gives the second of 2 tasks (seen with slurm 22.05); the batch script's shell lacks the SLURM_STEP_*
 SRUN_TASK = {'SLURM_PROCID': '1', 'SLURM_NTASKS': '2', 'SLURM_LOCALID': '1', 'SLURM_JOB_ID': '4242',
-             'SLURM_JOB_NODELIST': 'gpu[07-08]'}
+             'SLURM_JOB_NODELIST': 'gpu[07-08]', 'SLURM_STEP_ID': '0', 'SLURM_STEP_NUM_TASKS': '2'}
+BATCH_SHELL = {'SLURM_PROCID': '0', 'SLURM_NTASKS': '2', 'SLURM_LOCALID': '0', 'SLURM_JOB_ID': '4242',
+               'SLURM_JOB_NODELIST': 'gpu[07-08]'}
 
 
 # ----------------------------------------------------------------------------------------------- environment
@@ -51,9 +54,10 @@ def test_srun_variables_give_rank_world_size_and_rendezvous(fake_scontrol):
     assert slurm_launch_env(dict(SRUN_TASK, MASTER_ADDR='head', MASTER_PORT='1234')) == {
         'RANK': '1', 'WORLD_SIZE': '2', 'LOCAL_RANK': '1'}
     assert slurm_launch_env(dict(SRUN_TASK, RANK='0', WORLD_SIZE='8')) == {}
-    # one task, no srun, or python run by hand in a 2-task allocation (the step has 1 task): one process
-    assert slurm_launch_env(dict(SRUN_TASK, SLURM_NTASKS='1', SLURM_PROCID='0')) == {}
+    # one task, no srun, python in the batch script itself, or an srun step of 1 task in a 2-task job: one process
+    assert slurm_launch_env(dict(SRUN_TASK, SLURM_NTASKS='1', SLURM_STEP_NUM_TASKS='1', SLURM_PROCID='0')) == {}
     assert slurm_launch_env({'SLURM_JOB_ID': '4242'}) == {}
+    assert slurm_launch_env(BATCH_SHELL) == {}
     assert slurm_launch_env(dict(SRUN_TASK, SLURM_PROCID='0', SLURM_STEP_NUM_TASKS='1')) == {}
 
 
@@ -77,7 +81,7 @@ def test_launch_errors_are_one_line(fake_scontrol, bad, words):
 
 
 def test_main_without_a_rendezvous_address_fails_in_one_line(tmp_path):
-    run_env = dict(env(), SLURM_PROCID='0', SLURM_NTASKS='2', SLURM_LOCALID='0', SLURM_JOB_ID='7')
+    run_env = dict(env(), SLURM_PROCID='0', SLURM_NTASKS='2', SLURM_LOCALID='0', SLURM_JOB_ID='7', SLURM_STEP_ID='0')
     run_env.pop('SLURM_JOB_NODELIST', None)
     proc = subprocess.run([sys.executable, 'main.py', '--cfg', TOY_CFG, '--output', str(tmp_path)], cwd=REPO,
                           env=run_env, capture_output=True, text=True, timeout=120)
@@ -155,7 +159,8 @@ def _srun(args, job_id, calls, bin_dir, restart=0):
     """Two main.py processes with only the variables srun gives its tasks (no torchrun, no MASTER_*)."""
     procs = []
     for rank in range(2):
-        task_env = dict(env(), SLURM_PROCID=str(rank), SLURM_NTASKS='2', SLURM_LOCALID=str(rank),
+        task_env = dict(env(), SLURM_PROCID=str(rank), SLURM_NTASKS='2', SLURM_LOCALID=str(rank), SLURM_STEP_ID='0',
+                        SLURM_STEP_NUM_TASKS='2',
                         SLURM_JOB_ID=str(job_id), SLURM_JOB_NODELIST='localhost', SLURM_RESTART_COUNT=str(restart),
                         SCONTROL_CALLS=str(calls), PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
         procs.append(subprocess.Popen([sys.executable, 'main.py'] + args, cwd=REPO, env=task_env,

@@ -96,13 +96,14 @@ def slurm_launch_env(environ: Mapping[str, str]) -> Dict[str, str]:
 
     Applies only when RANK and WORLD_SIZE are both absent (torchrun's own values always win, also for
     torchrun started inside a SLURM job) and SLURM_PROCID, SLURM_NTASKS and SLURM_LOCALID are all set, as
-    ``srun`` sets them for each task. SLURM_STEP_NUM_TASKS (the tasks of this srun step) is preferred to
-    SLURM_NTASKS (those of the allocation), so that ``python main.py`` run by hand in an allocation of several
-    tasks stays one process instead of waiting for peers that never come. Raises ``LaunchError`` (one line)
-    when a value is malformed or MASTER_ADDR cannot be found."""
+    ``srun`` sets them for each task, together with SLURM_STEP_ID. The batch script's own shell has the first
+    three too (PROCID 0 of NTASKS) but no SLURM_STEP_ID: ``python main.py`` run there without srun stays one
+    process instead of waiting for peers that never come. SLURM_STEP_NUM_TASKS (the tasks of this srun
+    step) is preferred to SLURM_NTASKS (those of the allocation) for the same reason. Raises ``LaunchError``
+    (one line) when a value is malformed or MASTER_ADDR cannot be found."""
     if 'RANK' in environ or 'WORLD_SIZE' in environ:
         return {}
-    names = ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_LOCALID')
+    names = ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_LOCALID', 'SLURM_STEP_ID')
     if not all(environ.get(name, '') != '' for name in names):
         return {}
     tasks_name = 'SLURM_STEP_NUM_TASKS' if environ.get('SLURM_STEP_NUM_TASKS', '') != '' else 'SLURM_NTASKS'
