@@ -95,3 +95,36 @@ def test_launch_multi_node_needs_master_addr(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert argv[argv.index('--master_addr') + 1] == 'node0' and argv[argv.index('--node_rank') + 1] == '1'
     assert argv[argv.index('--nnodes') + 1] == '2' and argv[argv.index('--master_port') + 1] == '29500'
+
+
+FAKE_SRUN = """#!/usr/bin/env bash
+printf '%s\\n' "$@" > "$LAUNCHED"
+"""
+
+
+@pytest.mark.parametrize('script, args, expected', [
+    ('train.sbatch', ['configs/toy/video-focalnet_toy.yaml', '--opts', 'TRAIN.EPOCHS', '1'],
+     ['main.py', '--cfg', 'configs/toy/video-focalnet_toy.yaml', '--opts', 'TRAIN.EPOCHS', '1']),
+    ('eval.sbatch', ['configs/toy/video-focalnet_toy.yaml', 'ckpt.pth', '--opts', 'TEST.NUM_CLIP', '4'],
+     ['main.py', '--cfg', 'configs/toy/video-focalnet_toy.yaml', '--eval', '--resume', 'ckpt.pth', '--opts',
+      'TEST.NUM_CLIP', '4']),
+])
+def test_sbatch_scripts_start_main_through_srun(tmp_path, script, args, expected):
+    path = os.path.join(REPO, 'scripts', 'slurm', script)
+    options = re.findall(r'^#SBATCH (\S+)', open(path).read(), re.M)
+    for needed in ('--nodes', '--gpus-per-node', '--ntasks-per-node', '--time'):
+        assert any(o.startswith(needed + '=') for o in options), (script, needed)
+    if script == 'train.sbatch':   # saves before the time limit and comes back by itself
+        assert '--signal=USR1@120' in options and '--requeue' in options
+    (tmp_path / 'srun').write_text(FAKE_SRUN)
+    (tmp_path / 'srun').chmod(0o755)
+    launched = tmp_path / 'launched.txt'
+    run_env = dict(env(), PATH=f"{tmp_path}{os.pathsep}{os.environ['PATH']}", LAUNCHED=str(launched),
+                   SLURM_SUBMIT_DIR=REPO, SLURM_JOB_ID='77', PYTHON='python')
+    proc = subprocess.run(['bash', path, *args], cwd=str(tmp_path), env=run_env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    argv = launched.read_text().split('\n')[:-1]
+    assert argv[0] == '--kill-on-bad-exit=1' and argv[1] == 'python' and argv[2:] == expected
+    proc = subprocess.run(['bash', path], env=run_env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and 'usage' in proc.stderr
