@@ -104,6 +104,15 @@ def _write_lock(folder, **info):
     return record
 
 
+def test_a_lock_in_a_new_folder_that_stays_empty_leaves_no_folder(tmp_path):
+    RunLock(str(tmp_path / 'new')).acquire().release()
+    assert not (tmp_path / 'new').exists()
+    lock = RunLock(str(tmp_path / 'used')).acquire()
+    (tmp_path / 'used' / 'log_rank0.txt').write_text('x')
+    lock.release()
+    assert os.listdir(tmp_path / 'used') == ['log_rank0.txt']
+
+
 def test_lock_refuses_a_second_run_and_releases(tmp_path):
     first = RunLock(str(tmp_path)).acquire()
     info = json.load(open(tmp_path / LOCK_NAME))

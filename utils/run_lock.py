@@ -96,6 +96,7 @@ class RunLock:
             'slurm_job_id': os.environ.get('SLURM_JOB_ID', ''),
             'slurm_restart_count': os.environ.get('SLURM_RESTART_COUNT', '0')}
         self.held = False
+        self.made_folder = False
 
     def _create(self) -> bool:
         """Create the lock with its content in one step (a hard link of a finished file); False if it exists."""
@@ -129,7 +130,9 @@ class RunLock:
             return {}  # unreadable or torn: treated as held by an unknown run
 
     def acquire(self) -> 'RunLock':
-        os.makedirs(os.path.dirname(self.path) or '.', exist_ok=True)
+        folder = os.path.dirname(self.path) or '.'
+        self.made_folder = not os.path.isdir(folder)
+        os.makedirs(folder, exist_ok=True)
         for _ in range(3):  # the holder may release, or another run take over, between our steps
             if self._create():
                 self.held = True
@@ -159,12 +162,18 @@ class RunLock:
                              'starting in the same folder')
 
     def release(self) -> None:
-        """Remove the lock if it is still this process's (a run that took it over keeps its own)."""
+        """Remove the lock if it is still this process's (a run that took it over keeps its own), and the
+        folder too when ``acquire`` made it and the run left nothing in it (it stopped before starting)."""
         if self.held and self._read(self.path) == self.info:
             try:
                 os.remove(self.path)
             except FileNotFoundError:
                 pass
+            if self.made_folder:
+                try:
+                    os.rmdir(os.path.dirname(self.path))
+                except OSError:  # not empty: the run wrote its files there
+                    pass
         self.held = False
 
 
