@@ -222,3 +222,19 @@ def test_a_second_ctrl_c_stops_at_once_without_a_traceback(work):
     assert 'Traceback' not in out and 'KeyboardInterrupt' not in out, out[-3000:]
     assert 'main.py: interrupted (Ctrl-C)' in out or 'interrupted: state saved in last.pth' in out
     assert not os.path.exists(os.path.join(folder, 'run.lock'))
+
+
+def test_ctrl_c_outside_training_exits_130_in_one_line(tmp_path, monkeypatch, capsys):
+    """Ctrl-C while the model is built, during --eval or the final test: KeyboardInterrupt, not a traceback."""
+    import main
+
+    def interrupted(config, dist_info):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(main, 'run', interrupted)
+    data = make_tiny_data(str(tmp_path / 'data'), num_train=4, num_val=1)
+    code = main.main(['--cfg', TOY_CFG, '--output', str(tmp_path / 'out'), '--tag', 'ctrl_c', '--opts',
+                      *tiny_opts(data)])
+    assert code == 130
+    assert capsys.readouterr().err == 'main.py: interrupted (Ctrl-C)\n'
+    assert not os.path.exists(run_folder(str(tmp_path / 'out'), 'ctrl_c'))  # lock released, nothing left
