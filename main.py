@@ -11,7 +11,8 @@ The original's command line keeps working (``python -m torch.distributed.launch 
 ``--local-rank``), except that unknown flags are now an error. Evaluation needs only VAL_FILE and the
 checkpoint (no train loader, no ImageNet file); auto-resume never replaces ``--resume`` and never applies to
 ``--eval`` (``engine/resume.py``). Exit codes: 0 done (also after a preemption save), 2 a user error (one
-line, no traceback), 3 a non-finite loss, 4 too many unreadable videos.
+line, no traceback; also another run holding the output folder's run.lock), 3 a non-finite loss, 4 too many
+unreadable videos, 130 Ctrl-C (after saving last.pth when it came during training).
 
 The start, in order: the config (``--cfg`` also finds the original's ``video_focalnet_*.yaml`` spelling, and
 suggests the closest configs for a wrong path); every file the mode reads (``engine/preflight.py``: lists,
@@ -40,7 +41,7 @@ from engine.config import ConfigError, apply_lr_scaling, config_to_yaml, get_con
 from engine.data_summary import log_data_summary
 from engine.preflight import check_run_files, will_auto_resume
 from engine.evaluator import evaluate_checkpoint
-from engine.preemption import PreemptedError
+from engine.preemption import EXIT_INTERRUPTED, PreemptedError, finish_preempted
 from engine.throughput import measure_throughput
 from engine.trainer import NonFiniteLossError, TooManyUnreadableError, Trainer
 from engine.weight_init import apply_weight_init
@@ -49,6 +50,7 @@ from utils import distributed as du
 from utils.env import configure_determinism, environment_summary, seed_everything
 from utils.fs import atomic_write_text
 from utils.logger import FILE_ONLY, close_logging, file_only, setup_logging, start_log_file
+from utils.run_lock import RunLockedError, lock_run_folder, release_run_lock
 
 logger = logging.getLogger('main')
 
@@ -200,9 +202,8 @@ def run(config: Any, dist_info: du.DistInfo) -> int:
     start_run(config, dist_info, env)
     try:
         trainer.fit()
-    except PreemptedError:
-        logger.info('preempted: state saved in last.pth; exiting with code 0')
-        return 0
+    except PreemptedError:  # saved; 0 (130 after Ctrl-C), a SLURM job requeued on SIGUSR1
+        return finish_preempted(trainer.preemption.signal_name, dist_info.is_main)
     finally:
         trainer.preemption.uninstall()
         trainer.tb.close()
@@ -237,9 +238,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         check_run_files(config, generated=files_to_generate(config))  # before a model exists or a line is logged
     except (ConfigError, AnnotationError) as e:
         return user_error(str(e))
-    dist_info = du.init_distributed(args.local_rank)
     try:
+        dist_info = du.init_distributed(args.local_rank)
+    except du.LaunchError as e:
+        return user_error(str(e))
+    lock = None
+    try:
+        lock = lock_run_folder(config.OUTPUT)  # before anything is written there
         return run(config, dist_info)
+    except RunLockedError as e:
+        return user_error(str(e))
+    except KeyboardInterrupt:  # Ctrl-C outside training, or a second one during its save
+        print('main.py: interrupted (Ctrl-C)', file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (ConfigError, CheckpointError, PretrainedMismatchError, AnnotationError, FileNotFoundError) as e:
         logger.error(f'{type(e).__name__}: {e}', extra=FILE_ONLY)  # the console gets the one line of user_error
         return user_error(str(e))
@@ -250,6 +261,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         logger.error(f'stopping: {one_line_message(e)}')
         return EXIT_TOO_MANY_UNREADABLE
     finally:
+        release_run_lock(lock)
         du.cleanup()
         close_logging()
 

@@ -10,11 +10,16 @@ Differences from the original (spec 3.6):
   TEST.BATCH_SIZE (the original hard-coded 2 with drop_last, silently skipping videos).
 * Workers are seeded through the loader's generator (``seed_worker`` reseeds NumPy/``random`` from it);
   the data pipeline itself never uses global RNGs.
+* Workers ignore SIGINT / SIGTERM / SIGUSR1 and end with their parent (``init_worker``): a signal to the
+  whole process group (Ctrl-C, systemd, SLURM) no longer kills them before the trainer saves, and the
+  workers of a killed trainer do not linger.
 """
 from __future__ import annotations
 
 import logging
 from typing import Any, Optional, Tuple
+
+from utils.workers import exit_with_parent, ignore_stop_signals
 
 import torch
 from torch.utils.data import DataLoader
@@ -95,6 +100,14 @@ def describe_num_workers(config: Any, usable_cpus: int, local_processes: int) ->
     return line, False
 
 
+def init_worker(worker_id: int) -> None:
+    """``worker_init_fn`` of every loader: seed (``seed_worker``), leave stop signals to the main process (it
+    saves at the next step and then shuts the workers down) and die with it."""
+    ignore_stop_signals()
+    exit_with_parent()
+    seed_worker(worker_id)
+
+
 def _loader_options(config: Any) -> dict:
     workers = int(config.DATA.NUM_WORKERS)
     if workers < 0:
@@ -102,7 +115,7 @@ def _loader_options(config: Any) -> dict:
     generator = torch.Generator()
     generator.manual_seed(int(config.SEED))
     return dict(num_workers=workers, pin_memory=bool(config.DATA.PIN_MEMORY) and torch.cuda.is_available(),
-                worker_init_fn=seed_worker, generator=generator)
+                worker_init_fn=init_worker, generator=generator)
 
 
 def build_train_loader(config: Any, rank: int = 0, world_size: int = 1) -> Tuple[VideoDataset, EpochTaggedSampler,

@@ -25,7 +25,8 @@ What is kept and what changes:
 Safe to interrupt and rerun: each video is encoded into a hidden temporary file next to its target
 (``.NAME.tmp``, which no ``*.mp4`` pattern matches) and renamed onto the target only once it is
 complete, so any file under its final name is whole. A rerun skips the targets that exist and open as
-videos. Videos that cannot be converted (corrupt, truncated, no video stream, ...) are listed with a
+videos. The worker processes of ``--workers N`` end with the main process (``kill -9`` of it included),
+instead of finishing their queue and then waiting forever. Videos that cannot be converted (corrupt, truncated, no video stream, ...) are listed with a
 one-line reason in ``DST/failed.txt`` (removed again when a later run has no failure); the exit status
 is then 1. Bad arguments exit with status 2.
 """
@@ -40,6 +41,8 @@ import os
 import sys
 import time
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+from utils.workers import exit_with_parent
 
 VIDEO_EXTENSIONS = ('.mp4', '.mkv', '.webm', '.avi', '.mov', '.m4v', '.flv', '.mpg', '.mpeg', '.ts',
                     '.3gp', '.ogv', '.wmv')
@@ -267,7 +270,8 @@ def run_jobs(jobs: Sequence[Tuple[str, str]], settings: EncodeSettings, workers:
         else:
             context = multiprocessing.get_context('spawn' if sys.platform == 'darwin' else None)
             crashed = []
-            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
+                                                        initializer=exit_with_parent) as pool:
                 futures = {pool.submit(convert_file, s, t, settings): i for i, (s, t) in enumerate(jobs)}
                 for future in concurrent.futures.as_completed(futures):
                     i = futures[future]
@@ -285,7 +289,7 @@ def run_jobs(jobs: Sequence[Tuple[str, str]], settings: EncodeSettings, workers:
 
 
 def _convert_in_fresh_process(source: str, target: str, settings: EncodeSettings, context) -> Tuple[str, str]:
-    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as solo:
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context, initializer=exit_with_parent) as solo:
         try:
             return solo.submit(convert_file, source, target, settings).result()
         except concurrent.futures.process.BrokenProcessPool:

@@ -43,7 +43,8 @@ def tiny_opts(data: str, **overrides) -> List[str]:
 def env() -> Dict[str, str]:
     e = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', PYTHONUNBUFFERED='1')
     e.pop('PT_OUTPUT_DIR', None)
-    for k in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT'):
+    # SLURM_STEP_ID too: pytest run by srun must not make each main.py of a test an srun task of one run
+    for k in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT', 'SLURM_STEP_ID'):
         e.pop(k, None)
     return e
 

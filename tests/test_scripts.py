@@ -90,3 +90,95 @@ def test_finetune_script_from_a_prepared_folder_with_a_new_head(tmp_path):
     assert len(run_dir) == 1
     saved = torch.load(os.path.join(run_dir[0], 'last.pth'), map_location='cpu', weights_only=False)
     assert saved['model']['head.weight'].shape[0] == 2
+FAKE_PYTHON = r"""#!/usr/bin/env bash
+# stands in for python: -c (the GPU count) answers as torch does, from CUDA_VISIBLE_DEVICES on an 8-GPU node;
+# anything else (the launch itself) is recorded
+if [ "$1" = "-c" ]; then
+    if [ -n "${CUDA_VISIBLE_DEVICES+x}" ]; then
+        IFS=, read -ra ids <<< "$CUDA_VISIBLE_DEVICES"; echo "${#ids[@]}"
+    else
+        echo 8
+    fi
+    exit 0
+fi
+printf '%s\n' "$@" > "$LAUNCHED"
+"""
+
+FAKE_NVIDIA_SMI = """#!/usr/bin/env bash
+for i in 0 1 2 3 4 5 6 7; do echo "GPU $i: NVIDIA H100 (UUID: GPU-$i)"; done
+"""
+
+
+def _launch_with_stubs(tmp_path, **variables):
+    """Run scripts/launch.sh with a stub python (and an 8-GPU nvidia-smi on PATH); the launch's argv."""
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir(exist_ok=True)
+    for name, text in (('python', FAKE_PYTHON), ('nvidia-smi', FAKE_NVIDIA_SMI)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    launched = tmp_path / 'launched.txt'
+    run_env = dict(env(), PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", PYTHON=str(bin_dir / 'python'),
+                   LAUNCHED=str(launched), **variables)
+    run_env.pop('GPUS', None)
+    if "CUDA_VISIBLE_DEVICES" not in variables:
+        run_env.pop("CUDA_VISIBLE_DEVICES", None)
+    proc = subprocess.run(['bash', os.path.join(REPO, 'scripts', 'launch.sh'), 'configs/toy/video-focalnet_toy.yaml'],
+                          env=run_env, capture_output=True, text=True, timeout=60)
+    return proc, (launched.read_text().split('\n')[:-1] if launched.exists() else [])
+
+
+def test_launch_counts_the_gpus_torch_sees_and_uses_a_standalone_rendezvous(tmp_path):
+    proc, argv = _launch_with_stubs(tmp_path, CUDA_VISIBLE_DEVICES='0,1')
+    assert proc.returncode == 0, proc.stderr
+    assert argv[:2] == ['-m', 'torch.distributed.run'], argv
+    assert argv[argv.index('--nproc_per_node') + 1] == '2'      # not the 8 that nvidia-smi -L lists
+    assert '--standalone' in argv                               # a free port per job, no fixed 29500
+    assert '--master_port' not in argv and '29500' not in argv
+    proc, argv = _launch_with_stubs(tmp_path, CUDA_VISIBLE_DEVICES='3')
+    assert argv[:2] == ['main.py', '--cfg'], argv                 # one visible GPU: no launcher at all
+    proc, argv = _launch_with_stubs(tmp_path)
+    assert argv[argv.index('--nproc_per_node') + 1] == '8'
+
+
+def test_launch_multi_node_needs_master_addr(tmp_path):
+    proc, argv = _launch_with_stubs(tmp_path, NNODES='2', CUDA_VISIBLE_DEVICES='0,1')
+    assert proc.returncode == 2 and argv == []
+    assert proc.stderr.count('\n') == 1 and 'MASTER_ADDR' in proc.stderr
+    proc, argv = _launch_with_stubs(tmp_path, NNODES='2', NODE_RANK='1', MASTER_ADDR='node0',
+                                    CUDA_VISIBLE_DEVICES='0,1')
+    assert proc.returncode == 0, proc.stderr
+    assert argv[argv.index('--master_addr') + 1] == 'node0' and argv[argv.index('--node_rank') + 1] == '1'
+    assert argv[argv.index('--nnodes') + 1] == '2' and argv[argv.index('--master_port') + 1] == '29500'
+
+
+FAKE_SRUN = """#!/usr/bin/env bash
+printf '%s\\n' "$@" > "$LAUNCHED"
+"""
+
+
+@pytest.mark.parametrize('script, args, expected', [
+    ('train.sbatch', ['configs/toy/video-focalnet_toy.yaml', '--opts', 'TRAIN.EPOCHS', '1'],
+     ['main.py', '--cfg', 'configs/toy/video-focalnet_toy.yaml', '--opts', 'TRAIN.EPOCHS', '1']),
+    ('eval.sbatch', ['configs/toy/video-focalnet_toy.yaml', 'ckpt.pth', '--opts', 'TEST.NUM_CLIP', '4'],
+     ['main.py', '--cfg', 'configs/toy/video-focalnet_toy.yaml', '--eval', '--resume', 'ckpt.pth', '--opts',
+      'TEST.NUM_CLIP', '4']),
+])
+def test_sbatch_scripts_start_main_through_srun(tmp_path, script, args, expected):
+    path = os.path.join(REPO, 'scripts', 'slurm', script)
+    options = re.findall(r'^#SBATCH (\S+)', open(path).read(), re.M)
+    for needed in ('--nodes', '--gpus-per-node', '--ntasks-per-node', '--time'):
+        assert any(o.startswith(needed + '=') for o in options), (script, needed)
+    if script == 'train.sbatch':   # saves before the time limit and comes back by itself
+        assert '--signal=USR1@120' in options and '--requeue' in options
+    (tmp_path / 'srun').write_text(FAKE_SRUN)
+    (tmp_path / 'srun').chmod(0o755)
+    launched = tmp_path / 'launched.txt'
+    run_env = dict(env(), PATH=f"{tmp_path}{os.pathsep}{os.environ['PATH']}", LAUNCHED=str(launched),
+                   SLURM_SUBMIT_DIR=REPO, SLURM_JOB_ID='77', PYTHON='python')
+    proc = subprocess.run(['bash', path, *args], cwd=str(tmp_path), env=run_env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    argv = launched.read_text().split('\n')[:-1]
+    assert argv[0] == '--kill-on-bad-exit=1' and argv[1] == 'python' and argv[2:] == expected
+    proc = subprocess.run(['bash', path], env=run_env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and 'usage' in proc.stderr

@@ -8,7 +8,11 @@ Here one entry point serves all launchers:
 * ``torchrun [--nnodes N --node-rank R --rdzv-endpoint HOST:PORT] --nproc_per_node G main.py ...``:
   RANK / WORLD_SIZE / LOCAL_RANK from the environment;
 * ``python -m torch.distributed.launch --nproc_per_node G main.py ...`` (deprecated): the same
-  environment, plus ``--local_rank`` / ``--local-rank`` on the command line (accepted by ``main.py``).
+  environment, plus ``--local_rank`` / ``--local-rank`` on the command line (accepted by ``main.py``);
+* ``srun python main.py ...`` inside a SLURM allocation (one task per GPU): when RANK / WORLD_SIZE are
+  absent, SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID give them, MASTER_ADDR is the first host of
+  SLURM_JOB_NODELIST and MASTER_PORT is derived from SLURM_JOB_ID (``slurm_launch_env``). Without this,
+  ``srun`` started N independent one-process runs that all wrote the same output folder.
 
 Backend: NCCL when CUDA is available, gloo otherwise (CPU runs and tests). Every helper below also
 works without a process group, where it is the identity.
@@ -18,8 +22,10 @@ from __future__ import annotations
 import datetime
 import inspect
 import os
+import re
+import subprocess
 from dataclasses import dataclass
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 import torch.distributed as dist
@@ -54,14 +60,92 @@ def _env_int(name: str, default: Optional[int] = None) -> Optional[int]:
         raise ValueError(f"environment variable {name}={value!r}: expected an integer") from None
 
 
+class LaunchError(RuntimeError):
+    """The launcher's environment does not describe a run (one line, for ``main.py`` to print)."""
+
+
+SLURM_PORT_BASE, SLURM_PORT_SPAN = 15000, 20000  # MASTER_PORT = BASE + SLURM_JOB_ID % SPAN
+
+
+def slurm_port(job_id: str) -> int:
+    """The rendezvous port of SLURM job ``job_id``: every task of the job computes the same one, and two jobs
+    sharing a node get different ones unless their ids are a multiple of 20000 apart."""
+    return SLURM_PORT_BASE + int(job_id) % SLURM_PORT_SPAN
+
+
+def first_slurm_host(nodelist: str) -> str:
+    """The first host of a SLURM node list (``gpu[003-005,007],cpu1`` -> ``gpu003``): ``scontrol show
+    hostnames`` when scontrol is on PATH (it knows every syntax), else the common forms parsed here."""
+    try:
+        out = subprocess.run(['scontrol', 'show', 'hostnames', nodelist], capture_output=True, text=True,
+                             timeout=60)
+        hosts = out.stdout.split()
+        if out.returncode == 0 and hosts:
+            return hosts[0]
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    match = re.match(r'([^,\[]+)(?:\[([0-9]+))?', nodelist.strip())
+    if not match:
+        raise LaunchError(f"SLURM_JOB_NODELIST={nodelist!r}: cannot tell its first host (scontrol is not on PATH); "
+                          "set MASTER_ADDR to the address of the job's first node")
+    return match.group(1) + (match.group(2) or '')
+
+
+def slurm_launch_env(environ: Mapping[str, str]) -> Dict[str, str]:
+    """The torchrun variables that a task started by ``srun`` lacks, derived from SLURM's; ``{}`` otherwise.
+
+    Applies only when RANK and WORLD_SIZE are both absent (torchrun's own values always win, also for
+    torchrun started inside a SLURM job) and SLURM_PROCID, SLURM_NTASKS and SLURM_LOCALID are all set, as
+    ``srun`` sets them for each task, together with SLURM_STEP_ID. The batch script's own shell has the first
+    three too (PROCID 0 of NTASKS) but no SLURM_STEP_ID: ``python main.py`` run there without srun stays one
+    process instead of waiting for peers that never come. SLURM_STEP_NUM_TASKS (the tasks of this srun
+    step) is preferred to SLURM_NTASKS (those of the allocation) for the same reason. Raises ``LaunchError``
+    (one line) when a value is malformed or MASTER_ADDR cannot be found."""
+    if 'RANK' in environ or 'WORLD_SIZE' in environ:
+        return {}
+    names = ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_LOCALID', 'SLURM_STEP_ID')
+    if not all(environ.get(name, '') != '' for name in names):
+        return {}
+    tasks_name = 'SLURM_STEP_NUM_TASKS' if environ.get('SLURM_STEP_NUM_TASKS', '') != '' else 'SLURM_NTASKS'
+    values = {}
+    for name in ('SLURM_PROCID', tasks_name, 'SLURM_LOCALID'):
+        try:
+            values[name] = int(environ[name])
+        except ValueError:
+            raise LaunchError(f"environment variable {name}={environ[name]!r}: expected an integer") from None
+    world_size, rank = values[tasks_name], values['SLURM_PROCID']
+    if world_size <= 1:
+        return {}
+    if not 0 <= rank < world_size:
+        raise LaunchError(f"SLURM_PROCID={rank} is outside 0..{world_size - 1} ({tasks_name}={world_size})")
+    launch = {'RANK': str(rank), 'WORLD_SIZE': str(world_size), 'LOCAL_RANK': str(values['SLURM_LOCALID'])}
+    if environ.get('MASTER_ADDR', '') == '':
+        nodelist = environ.get('SLURM_STEP_NODELIST') or environ.get('SLURM_JOB_NODELIST') or ''
+        if not nodelist:
+            raise LaunchError(f'srun started {world_size} tasks but neither MASTER_ADDR nor SLURM_JOB_NODELIST is set: '
+                              "set MASTER_ADDR to the address of the job's first node")
+        launch['MASTER_ADDR'] = first_slurm_host(nodelist)
+    if environ.get('MASTER_PORT', '') == '':
+        job_id = environ.get('SLURM_JOB_ID', '')
+        if not job_id.isdigit():
+            raise LaunchError(f"srun started {world_size} tasks but MASTER_PORT is not set and SLURM_JOB_ID="
+                              f"{job_id!r} is not a job number to derive it from: set MASTER_PORT")
+        launch['MASTER_PORT'] = str(slurm_port(job_id))
+    return launch
+
+
 def init_distributed(local_rank: Optional[int] = None, timeout_min: float = 30.0) -> DistInfo:
-    """Start the process group when launched by torchrun / torch.distributed.launch.
+    """Start the process group when launched by torchrun / torch.distributed.launch / srun.
 
     Args:
         local_rank: ``--local_rank`` of the deprecated launcher; the LOCAL_RANK variable wins when set.
         timeout_min: collective timeout (a rank stuck this long, e.g. on a broken video share, fails
             loudly instead of hanging forever).
+
+    Raises:
+        LaunchError: an srun task whose rendezvous address cannot be found (``slurm_launch_env``).
     """
+    os.environ.update(slurm_launch_env(os.environ))  # for init_method env:// and for code that reads RANK
     world_size = _env_int('WORLD_SIZE', 1)
     rank = _env_int('RANK', 0)
     local_rank = _env_int('LOCAL_RANK', local_rank if local_rank is not None else 0)
