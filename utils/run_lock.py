@@ -96,7 +96,7 @@ class RunLock:
             'slurm_job_id': os.environ.get('SLURM_JOB_ID', ''),
             'slurm_restart_count': os.environ.get('SLURM_RESTART_COUNT', '0')}
         self.held = False
-        self.made_folder = False
+        self.made_folders: list = []  # the folders acquire() created, innermost first
 
     def _create(self) -> bool:
         """Create the lock with its content in one step (a hard link of a finished file); False if it exists."""
@@ -131,8 +131,12 @@ class RunLock:
 
     def acquire(self) -> 'RunLock':
         folder = os.path.dirname(self.path) or '.'
-        self.made_folder = not os.path.isdir(folder)
+        missing, parent = [], os.path.abspath(folder)
+        while not os.path.isdir(parent):  # e.g. OUTPUT/<dataset>/<model>/<tag> of a first run: all of them
+            missing.append(parent)
+            parent = os.path.dirname(parent)
         os.makedirs(folder, exist_ok=True)
+        self.made_folders = missing
         for _ in range(3):  # the holder may release, or another run take over, between our steps
             if self._create():
                 self.held = True
@@ -163,17 +167,17 @@ class RunLock:
 
     def release(self) -> None:
         """Remove the lock if it is still this process's (a run that took it over keeps its own), and the
-        folder too when ``acquire`` made it and the run left nothing in it (it stopped before starting)."""
+        folders too when ``acquire`` made them and the run left nothing in them (it stopped before starting)."""
         if self.held and self._read(self.path) == self.info:
             try:
                 os.remove(self.path)
             except FileNotFoundError:
                 pass
-            if self.made_folder:
+            for made in self.made_folders:  # innermost first; stops at the first one the run wrote into
                 try:
-                    os.rmdir(os.path.dirname(self.path))
+                    os.rmdir(made)
                 except OSError:  # not empty: the run wrote its files there
-                    pass
+                    break
         self.held = False
 
 
