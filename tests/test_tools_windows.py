@@ -110,7 +110,7 @@ def test_full_frame_crop_and_an_unreadable_video_among_others(setup, tmp_path, c
                                 '--out', str(out), '--stride', '2.5', '--crop', 'full', '--workers', '1',
                                 '--device', 'cpu'])
     err = capsys.readouterr().err
-    assert rc == 1
+    assert rc == 4  # unreadable videos (the others were extracted)
     errors = [line for line in err.splitlines() if line.startswith('error:')]
     assert len(errors) == 2 and any('broken.mp4' in e for e in errors) and any('missing.mp4' in e for e in errors)
     assert sorted(p.name for p in out.iterdir()) == ['short.json', 'short.npy', 'ten.json', 'ten.npy',
@@ -130,7 +130,7 @@ def test_ranks_share_the_videos(setup, tmp_path, capsys, monkeypatch):
         monkeypatch.setenv('LOCAL_RANK', str(rank))
         rc = extract_features.main(['--resume', setup['ckpt'], *videos, '--out', str(out), '--workers', '0',
                                     '--device', 'cpu'])
-        assert rc == (1 if rank == 0 else 0)
+        assert rc == (4 if rank == 0 else 0)
     assert (out / 'unreadable.rank0.txt').is_file() and 'broken.mp4' in (out / 'unreadable.rank0.txt').read_text()
     assert (out / 'short.npy').is_file() and (out / 'ten.npy').is_file()   # short: rank 1, ten: rank 0
 
@@ -165,7 +165,7 @@ def test_resume_after_a_kill_skips_finished_videos(setup, tmp_path):
 
     # other settings into the same folder: refused per video unless --overwrite
     other = subprocess.run(cmd + ['--stride', '2'], cwd=REPO, env=env(), capture_output=True, text=True, timeout=300)
-    assert other.returncode == 1 and other.stderr.count('made with other settings') == 6
+    assert other.returncode == 2 and other.stderr.count('made with other settings') == 6
 
 
 def test_timeline_prints_writes_csv_and_png(setup, tmp_path, capsys):
@@ -175,7 +175,7 @@ def test_timeline_prints_writes_csv_and_png(setup, tmp_path, capsys):
                        '--timeline', '--stride', '2', '--topk', '2', '--timeline-dir', str(folder), '--json',
                        str(report), '--workers', '0', '--device', 'cpu'])
     captured = capsys.readouterr()
-    assert rc == 1 and 'broken.mp4' in captured.err
+    assert rc == 4 and 'broken.mp4' in captured.err
     assert 'ten.mp4 (10.0 s, 5 windows)' in captured.out
     with open(folder / 'ten.csv', newline='') as f:
         rows = list(csv.DictReader(f))

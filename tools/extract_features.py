@@ -19,8 +19,8 @@ settings are the same, and refuses to mix settings in one folder unless ``--over
 video are forwarded in batches of ``--batch`` on the device while ``--workers`` processes decode ahead.
 A progress line with ETA goes to stderr. Under ``torchrun`` each process takes every WORLD_SIZE-th video
 (no communication; each rank uses ``cuda:LOCAL_RANK``). An unreadable video is reported on one line, listed
-in ``DIR/unreadable[.rank<r>].txt``, and the others go on; the exit status is then 1. Bad arguments and a
-checkpoint that does not fit the config: one line, exit status 2.
+in ``DIR/unreadable[.rank<r>].txt``, and the others go on; the exit status is then 4 (2 when the only
+problem is results of other settings in the way). Bad arguments and a checkpoint that does not fit the config: one line, exit status 2.
 
 New (the original had no feature extraction).
 """
@@ -143,12 +143,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     record = settings_record(settings, args.resume, args.precision, model.num_features)
     mine = shard(paths, rank, world)
     os.makedirs(args.out, exist_ok=True)
-    todo, skipped, unreadable = [], 0, []
+    todo, skipped, unreadable, conflicts = [], 0, [], 0
     for path in mine:
         state = finished(args.out, W.output_stem(path), record)
         if state is True:
             skipped += 1
         elif state is False and not args.overwrite:
+            conflicts += 1
             unreadable.append((path, f"{W.output_stem(path)}.json in {args.out} was made with other settings "
                                      f"(pass --overwrite to extract again, or use another --out)"))
         else:
@@ -183,7 +184,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         os.remove(listing)
     print(f"wrote features of {len(written)} videos to {args.out} in {format_duration(time.time() - bar.start)}"
           f" ({model.num_features} values per window)", flush=True)
-    return 1 if unreadable else 0
+    if len(unreadable) > conflicts:
+        return _common.EXIT_UNREADABLE   # some videos could not be read (the others were extracted)
+    return _common.EXIT_USER_ERROR if conflicts else 0   # only results of other settings in the way: a user error
 
 
 if __name__ == '__main__':

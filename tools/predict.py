@@ -268,7 +268,7 @@ def _main_timeline(args, model, config, paths) -> int:
         with open(args.json, 'w') as f:
             json.dump(report, f, indent=2, ensure_ascii=False)
             f.write('\n')
-    return 1 if unreadable else 0
+    return _common.EXIT_UNREADABLE if unreadable else _common.EXIT_OK
 
 
 if __name__ == '__main__':
