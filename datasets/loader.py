@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Optional, Tuple
 
-from utils.workers import exit_with_parent, ignore_stop_signals
+from utils.workers import exit_with_parent, ignore_stop_signals, kill_workers_at_exit
 
 import torch
 from torch.utils.data import DataLoader
@@ -112,6 +112,8 @@ def _loader_options(config: Any) -> dict:
     workers = int(config.DATA.NUM_WORKERS)
     if workers < 0:
         raise ValueError(f"DATA.NUM_WORKERS: expected >= 0, got {workers}")
+    if workers:
+        kill_workers_at_exit()  # the workers ignore SIGTERM, which multiprocessing's exit handler relies on
     generator = torch.Generator()
     generator.manual_seed(int(config.SEED))
     return dict(num_workers=workers, pin_memory=bool(config.DATA.PIN_MEMORY) and torch.cuda.is_available(),

@@ -220,7 +220,7 @@ def test_srun_tasks_form_one_run_that_saves_requeues_and_resumes_on_sigusr1(tmp_
         proc.send_signal(signal.SIGUSR1)
     codes, outs = _finish(procs)
     assert codes == [0, 0], outs[0][-3000:] + outs[1][-3000:]
-    assert 'world_size 2' in outs[0] and os.path.exists(os.path.join(folder, 'log_rank1.txt'))  # one run, 2 ranks
+    assert 'x 2 process(es)' in outs[0] and os.path.exists(os.path.join(folder, 'log_rank1.txt'))  # one run, 2 ranks
     assert 'SIGUSR1 received: saving last.pth' in outs[0]
     saved = torch.load(os.path.join(folder, 'last.pth'), weights_only=True)
     assert saved['epoch'] == -1 and 1 <= saved['epoch_step'] < 4

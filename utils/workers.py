@@ -8,6 +8,7 @@ workers too and killed them before the trainer could save.
 """
 from __future__ import annotations
 
+import atexit
 import ctypes
 import multiprocessing
 import os
@@ -59,3 +60,31 @@ def ignore_stop_signals() -> None:
         signum = getattr(signal, name, None)
         if signum is not None:
             signal.signal(signum, signal.SIG_IGN)
+
+
+def kill_daemonic_children() -> None:
+    """SIGKILL the daemonic multiprocessing children (DataLoader workers) still alive.
+
+    At interpreter exit multiprocessing stops its daemonic children with SIGTERM and then joins them. Workers
+    ignore SIGTERM (``ignore_stop_signals``), so a loader whose iterator was not shut down (an exception
+    raised out of a loop over it, e.g. an unreadable video with TEST.ON_UNREADABLE error) would leave that
+    join waiting forever. SIGKILL cannot be ignored; at exit nothing of a worker is needed any more. torch's
+    SIGCHLD handler (which reports a killed worker as an error) is reset first."""
+    children = [child for child in multiprocessing.active_children() if child.daemon]
+    if children and hasattr(signal, 'SIGCHLD') and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for child in children:
+        child.kill()
+        child.join(timeout=5)
+
+
+_exit_cleanup_registered = False
+
+
+def kill_workers_at_exit() -> None:
+    """Register :func:`kill_daemonic_children` to run at exit, before multiprocessing's own exit handler
+    (atexit runs handlers last-registered first, and multiprocessing registers its handler on import)."""
+    global _exit_cleanup_registered
+    if not _exit_cleanup_registered:
+        atexit.register(kill_daemonic_children)
+        _exit_cleanup_registered = True
