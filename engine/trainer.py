@@ -123,6 +123,9 @@ class Trainer:
         self.tb = TensorBoardWriter(os.path.join(config.OUTPUT, 'tensorboard'),
                                     enabled=config.TENSORBOARD and dist_info.is_main)
         self.preemption = PreemptionFlag().install()
+        # for the run ETA: when the current epoch began, how long its updates took, and how long the last
+        # finished epoch spent after its updates (validation, checkpoints)
+        self._epoch_timing = {'begin': None, 'train_seconds': None, 'overhead_seconds': 0.0}
 
     # ------------------------------------------------------------------------------------------ start
     def _load_start_state(self) -> Dict[str, Any]:
@@ -293,7 +296,7 @@ class Trainer:
             torch.cuda.reset_peak_memory_stats(device)
         bar = ProgressBar(self.updates_per_epoch, desc=f'train {epoch}', initial=skip_updates, unit='clips',
                           unit_scale=per_update, tty_only=True,
-                          enabled=self.dist.is_main and bool(config.get('PROGRESS_BAR', True)))
+                          enabled=self.dist.is_main and bool(config.PROGRESS_BAR))
         end = time.time()
         for update in range(skip_updates, self.updates_per_epoch):
             loss_sum = torch.zeros((), device=device)
@@ -355,11 +358,8 @@ class Trainer:
     def _time_last_epoch(self, now: float) -> None:
         """At an epoch's start: the time the previous epoch spent after its updates (validation, saving),
         which the run ETA adds for every epoch still to come."""
-        timing = getattr(self, '_epoch_timing', None)
-        if timing is None:
-            self._epoch_timing = {'begin': now, 'train_seconds': None, 'overhead_seconds': 0.0}
-            return
-        if timing['train_seconds'] is not None:
+        timing = self._epoch_timing
+        if timing['begin'] is not None and timing['train_seconds'] is not None:
             timing['overhead_seconds'] = max(0.0, now - timing['begin'] - timing['train_seconds'])
         timing.update(begin=now, train_seconds=None)
 
@@ -447,7 +447,7 @@ class Trainer:
         """``(epoch, run)`` seconds left after ``update`` of ``epoch``: the remaining updates at this epoch's mean
         step time, and per epoch the time the last finished epoch spent after its updates (validation and
         checkpoints; not known yet, so 0, during the first epoch of a run). The final test is not included."""
-        overhead = (getattr(self, '_epoch_timing', None) or {}).get('overhead_seconds', 0.0)
+        overhead = self._epoch_timing['overhead_seconds']
         epoch_remaining = (self.updates_per_epoch - update - 1) * step_time + overhead
         run_remaining = epoch_remaining + (self.config.TRAIN.EPOCHS - epoch - 1) * (
             self.updates_per_epoch * step_time + overhead)
