@@ -24,8 +24,8 @@ from typing import Any, Dict, Iterator, List, Optional
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from engine.checkpoint import CheckpointError, capture_rng_state, load_checkpoint_file
-from engine.checkpoint.loading import PathLike
+from engine.checkpoint import CheckpointError, capture_rng_state
+from engine.checkpoint.loading import PathLike, load_checkpoint_mapped
 from engine.checkpoint.saving import METRICS_FILE, read_best
 from engine.config import ConfigError
 from utils.distributed import all_gather_object
@@ -127,12 +127,7 @@ _EPOCH_CHECKPOINT = re.compile(r'ckpt_epoch_(\d+)\.pth')
 def _loadable_checkpoint(path: str) -> Optional[str]:
     """None when ``path`` is a complete checkpoint with a 'model' entry, else the reason it is not."""
     try:
-        try:
-            checkpoint = load_checkpoint_file(path, mmap=True)  # checks structure without reading tensor data
-        except CheckpointError as e:
-            if 'mmap' not in str(e):
-                raise
-            checkpoint = load_checkpoint_file(path)  # legacy (non-zip) format cannot be memory-mapped
+        checkpoint = load_checkpoint_mapped(path)  # checks structure without reading tensor data
     except (CheckpointError, OSError) as e:
         return str(e).replace(f'{path}: ', '')
     if 'model' not in checkpoint:

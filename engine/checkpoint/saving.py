@@ -31,7 +31,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional
 
 import torch
 
-from engine.checkpoint.loading import CheckpointError, PathLike, load_checkpoint_file
+from engine.checkpoint.loading import CheckpointError, PathLike, load_checkpoint_mapped
 from utils.fs import atomic_write, publish_file, remove_stale_temp_files
 from utils.jsonl import read_jsonl
 
@@ -208,13 +208,10 @@ def read_best(output_dir: str) -> Dict[str, Any]:
     if not info['exists']:
         return info
     try:
-        checkpoint = load_checkpoint_file(path, mmap=True)
-    except (CheckpointError, OSError):
-        try:
-            checkpoint = load_checkpoint_file(path)  # legacy (non-zip) files cannot be memory-mapped
-        except (CheckpointError, OSError) as e:
-            info['problem'] = str(e)
-            return info
+        checkpoint = load_checkpoint_mapped(path)
+    except (CheckpointError, OSError) as e:
+        info['problem'] = str(e)
+        return info
     info['accuracy'] = recorded_accuracy(checkpoint)
     info['epoch'] = checkpoint.get('epoch')
     return info
