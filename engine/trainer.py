@@ -24,7 +24,7 @@ import math
 import os
 import time
 from contextlib import nullcontext
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, List
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -171,9 +171,12 @@ class Trainer:
                 accumulation_steps=self.accum, updates_per_epoch=self.updates_per_epoch, logger=logger)
             state['epoch_record'] = checkpoint.get('epoch_record')
             state['is_best'] = bool(checkpoint.get('is_best'))
-            self._on_main(lambda: complete_epoch_files(config.OUTPUT, path, checkpoint, config.TRAIN.EPOCHS,
-                                                       config.SAVE_FREQ, logger))
-            best = du.all_gather_object(read_best(config.OUTPUT) if self.dist.is_main else None)[0]  # maybe completed
+            redone: List[str] = []  # filled on rank 0
+            self._on_main(lambda: redone.extend(complete_epoch_files(
+                config.OUTPUT, path, checkpoint, config.TRAIN.EPOCHS, config.SAVE_FREQ, logger)))
+            if self.dist.is_main and 'best.pth' in redone:  # the completion published this epoch as best.pth
+                best = read_best(config.OUTPUT)
+            best = du.all_gather_object(best if self.dist.is_main else None)[0]
             if config.TRAIN.PRETRAINED_PATH:
                 logger.info(f'TRAIN.PRETRAINED_PATH not loaded: the weights come from {path}')
         else:
