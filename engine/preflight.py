@@ -25,7 +25,7 @@ from datasets.annotations import join_root, parse_annotation_lines
 from engine.config import ConfigError
 from engine.data_summary import lists_read
 from engine.defaults import _C
-from engine.resume import _EPOCH_CHECKPOINT, _loadable_checkpoint  # auto-resume's file names and structure check
+from engine.resume import EPOCH_CHECKPOINT, checkpoint_problem  # auto-resume's file names and structure check
 
 ORIGINAL_REPO = 'https://github.com/TalalWasim/Video-FocalNets'
 FOCALNET_REPO = 'https://github.com/microsoft/FocalNet'
@@ -59,7 +59,7 @@ def _missing_checkpoint(key: str, path: str, purpose: str) -> Optional[str]:
 
 
 def _unloadable_checkpoint(key: str, path: str, purpose: str) -> Optional[str]:
-    problem = _loadable_checkpoint(path)
+    problem = checkpoint_problem(path)
     if problem is None:
         return None
     return f'{key} {path} ({purpose}): cannot be used: {problem}'
@@ -167,7 +167,7 @@ def will_auto_resume(config: Any) -> bool:
     """Whether training continues from the run folder's own checkpoints (then the ImageNet file is not read)."""
     if not config.TRAIN.AUTO_RESUME or not os.path.isdir(config.OUTPUT):
         return False
-    return any(name == 'last.pth' or _EPOCH_CHECKPOINT.fullmatch(name) for name in os.listdir(config.OUTPUT))
+    return any(name == 'last.pth' or EPOCH_CHECKPOINT.fullmatch(name) for name in os.listdir(config.OUTPUT))
 
 
 def check_run_files(config: Any, generated: Iterable[str] = ()) -> None:

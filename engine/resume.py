@@ -121,10 +121,10 @@ def restore_training_state(checkpoint: Dict[str, Any], *, optimizer: torch.optim
             'random': pick_random_state(checkpoint, rank, world_size)}
 
 
-_EPOCH_CHECKPOINT = re.compile(r'ckpt_epoch_(\d+)\.pth')
+EPOCH_CHECKPOINT = re.compile(r'ckpt_epoch_(\d+)\.pth')
 
 
-def _loadable_checkpoint(path: str) -> Optional[str]:
+def checkpoint_problem(path: str) -> Optional[str]:
     """None when ``path`` is a complete checkpoint with a 'model' entry, else the reason it is not."""
     try:
         checkpoint = load_checkpoint_mapped(path)  # checks structure without reading tensor data
@@ -144,10 +144,10 @@ def find_auto_resume(output_dir: PathLike, logger: Optional[logging.Logger] = No
         return None
     last = os.path.join(output_dir, 'last.pth')
     epochs = sorted(((int(m.group(1)), name) for name in os.listdir(output_dir)
-                     if (m := _EPOCH_CHECKPOINT.fullmatch(name))), reverse=True)
+                     if (m := EPOCH_CHECKPOINT.fullmatch(name))), reverse=True)
     candidates = ([last] if os.path.exists(last) else []) + [os.path.join(output_dir, n) for _, n in epochs]
     for candidate in candidates:
-        problem = _loadable_checkpoint(candidate)
+        problem = checkpoint_problem(candidate)
         if problem is None:
             if candidate != last:
                 log.warning('auto-resume: %s', 'last.pth is not usable, falling back to ' + candidate
@@ -199,7 +199,7 @@ def run_files(output_dir: str) -> List[str]:
     """The checkpoint files of a run in ``output_dir`` (``last.pth``, ``best.pth``, ``ckpt_epoch_N.pth``)."""
     if not os.path.isdir(output_dir):
         return []
-    return sorted(n for n in os.listdir(output_dir) if n in ('last.pth', 'best.pth') or _EPOCH_CHECKPOINT.fullmatch(n))
+    return sorted(n for n in os.listdir(output_dir) if n in ('last.pth', 'best.pth') or EPOCH_CHECKPOINT.fullmatch(n))
 
 
 def decide_start(config: Any) -> Dict[str, Any]:
