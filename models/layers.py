@@ -12,8 +12,21 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
+
+
+def fx_tracing() -> bool:
+    """True while ``torch.fx`` traces the model (torchvision's ``create_feature_extractor``, timm's FX features).
+
+    Symbolic tracing cannot branch on a tensor's device, rank or size: the code below takes its generic path
+    then, which computes the same values (it is what the graph records).
+    """
+    if torch.jit.is_scripting():
+        return False
+    # symbolic tracing only: torch.export and torch.compile see real shapes and keep the fast paths and checks
+    return torch.fx._symbolic_trace.is_fx_symbolic_tracing()
 
 
 def _as_nchw(x: torch.Tensor) -> torch.Tensor:
@@ -33,7 +46,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
     AMD EPYC machine of the benchmarks that is 1.3-2.4x faster than the MKL GEMM behind ``F.linear``
     (same result up to float rounding). On other devices, or for other input ranks, it is ``F.linear``.
     """
-    if x.device.type != 'cpu' or x.ndim != 5:
+    if fx_tracing() or x.device.type != 'cpu' or x.ndim != 5:
         return F.linear(x, weight, bias)
     B, T, H, W, C = x.shape
     y = F.conv2d(_as_nchw(x.reshape(B * T, H, W, C)), weight[:, :, None, None], bias)
@@ -198,7 +211,8 @@ class PatchEmbed(nn.Module):
         H, W = x.shape[-2:]
         pad_w = (-W) % self.patch_size
         pad_h = (-H) % self.patch_size
-        if pad_w or pad_h:
+        # a zero pad would copy every frame; under FX the sizes are symbolic, so the traced graph always pads
+        if fx_tracing() or pad_w or pad_h:
             x = F.pad(x, (0, pad_w, 0, pad_h))
         return x
 
@@ -207,7 +221,7 @@ class PatchEmbed(nn.Module):
             B, T = x.shape[:2]
             if self.tubelet_size == 1:
                 # frames folded into the batch; channels_last makes the conv output channels-last directly
-                x = x.reshape(B * T, *x.shape[2:]).contiguous(memory_format=torch.channels_last)
+                x = x.flatten(0, 1).contiguous(memory_format=torch.channels_last)
                 x = self.proj(self._pad(x))
                 x = x.permute(0, 2, 3, 1).reshape(B, T, x.shape[2], x.shape[3], x.shape[1])
             else:
