@@ -44,7 +44,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
 
     On CPU it runs as a 1x1 convolution of the channels_last view, which PyTorch hands to oneDNN; on the
     AMD EPYC machine of the benchmarks that is 1.3-2.4x faster than the MKL GEMM behind ``F.linear``
-    (same result up to float rounding). On other devices, or for other input ranks, it is ``F.linear``.
+    (same result up to float rounding). On other devices, for other input ranks, or while ``torch.fx`` traces,
+    it is ``F.linear``.
     """
     if fx_tracing() or x.device.type != 'cpu' or x.ndim != 5:
         return F.linear(x, weight, bias)

@@ -4,10 +4,12 @@ torch.fx feature extraction by node name, the clip length in the pretrained conf
 import pytest
 import timm
 import torch
-from timm.data import resolve_data_config
+from PIL import Image
+from timm.data import create_transform, resolve_data_config
 from torchvision.models.feature_extraction import create_feature_extractor
 
 import models  # noqa: F401  (registers the timm names)
+from datasets import normalize_clip
 from models.features import VideoFeatures
 
 NAME = 'video_focalnet_tiny'
@@ -138,10 +140,15 @@ def test_pretrained_cfg_gives_the_clip_length_for_a_video_input():
     assert published.pretrained_cfg['num_frames'] == published.num_frames == 8
     assert resolve_data_config(model=published)['input_size'] == (3, 224, 224)
 
+    # docs/model.md's recipe: timm's per-frame transform from the data config, num_frames frames stacked on dim 1
     model = _tiny(num_frames=4)
     config = resolve_data_config(model=model)
-    # a video input: the clip length, then timm's per-frame (C, H, W)
-    clip = torch.randn(1, model.pretrained_cfg['num_frames'], *config['input_size'])
-    assert clip.shape == (1, 4, 3, 224, 224)
+    transform = create_transform(**config)
+    frames = torch.randint(0, 256, (model.pretrained_cfg['num_frames'], 224, 224, 3), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
+    clip = torch.stack([transform(Image.fromarray(f.numpy())) for f in frames])[None]
+    assert clip.shape == (1, 4) + config['input_size']
+    # the same input the project's own pipeline gives the model (ImageNet normalisation of 0-255 values)
+    torch.testing.assert_close(clip, normalize_clip(frames.permute(0, 3, 1, 2))[None], rtol=0, atol=1e-5)
     with torch.no_grad():
         assert model(clip).shape == (1, 3)
