@@ -24,6 +24,7 @@ def fx_tracing() -> bool:
     then, which computes the same values (it is what the graph records).
     """
     if torch.jit.is_scripting():
+        # TorchScript cannot compile the flag's lookup; a scripted layer is never traced symbolically
         return False
     # symbolic tracing only: torch.export and torch.compile see real shapes and keep the fast paths and checks
     return torch.fx._symbolic_trace.is_fx_symbolic_tracing()

@@ -11,6 +11,7 @@ from torchvision.models.feature_extraction import create_feature_extractor
 import models  # noqa: F401  (registers the timm names)
 from datasets import normalize_clip
 from models.features import VideoFeatures
+from models.layers import Mlp, PatchEmbed
 
 NAME = 'video_focalnet_tiny'
 # the tiny model: one block per stage, width 8; 2 frames of 32x32 pixels
@@ -152,3 +153,18 @@ def test_pretrained_cfg_gives_the_clip_length_for_a_video_input():
     torch.testing.assert_close(clip, normalize_clip(frames.permute(0, 3, 1, 2))[None], rtol=0, atol=1e-5)
     with torch.no_grad():
         assert model(clip).shape == (1, 3)
+
+
+@pytest.mark.filterwarnings('ignore:.*torch.jit.script.* is deprecated:FutureWarning')
+@pytest.mark.parametrize('tubelet', [1, 2])
+def test_stem_and_mlp_script(tubelet):
+    """The whole model is not scriptable (docs/model.md: use torch.export); its stem and MLP are, and give the
+    eager results."""
+    torch.manual_seed(0)
+    stem = PatchEmbed(patch_size=4, in_chans=3, embed_dim=8, is_stem=True, tubelet_size=tubelet)
+    mlp = Mlp(8, 16)
+    x = _clip(size=30)  # not a multiple of the patch: the padding path too
+    with torch.no_grad():
+        tokens = stem(x)
+        torch.testing.assert_close(torch.jit.script(stem)(x), tokens)
+        torch.testing.assert_close(torch.jit.script(mlp)(tokens), mlp(tokens))
