@@ -79,6 +79,8 @@ def _feature_args(variant: str, kwargs: Dict[str, Any]) -> Dict[str, Any]:
     for key in ('flatten_sequential', 'no_rewrite'):  # options of timm's hook/dict wrappers, meaningless here
         args.pop(key, None)
     feature_cls = args.pop('feature_cls', None)
+    if isinstance(feature_cls, str):
+        feature_cls = feature_cls.lower()  # as timm reads the names
     if not any(feature_cls is c or (isinstance(c, str) and feature_cls == c) for c in _FEATURE_CLASSES):
         raise ValueError(f"{variant}: feature_cls {feature_cls!r} is an image (2-D) feature wrapper and cannot take "
                          f"Video-FocalNet's 5-D stage features; leave feature_cls out (features_only=True gives one "

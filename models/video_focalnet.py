@@ -34,8 +34,8 @@ model, by default; ``spatial``, ``factorized``, ``divided``, ``joint``), all bui
 MLPs and head; and the timm model API: ``forward_features`` returns the final normalised tokens
 ``(B, T', H', W', C)``, ``forward_head`` pools and classifies, ``group_matcher`` (layer-wise LR decay),
 ``feature_info``, ``forward_intermediates`` and ``prune_intermediate_layers`` (stage features),
-``head_hidden_size``, ``reset_classifier(num_classes, global_pool)``. ``forward`` takes the clips only and has no
-branch on their shape outside what ``torch.fx`` skips, so torchvision's ``create_feature_extractor`` traces it.
+``head_hidden_size``, ``reset_classifier(num_classes, global_pool)``. ``forward`` takes the clips only, and its
+input checks step aside while ``torch.fx`` traces, so torchvision's ``create_feature_extractor`` works.
 """
 from __future__ import annotations
 
