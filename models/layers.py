@@ -17,17 +17,19 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def fx_tracing() -> bool:
-    """True while ``torch.fx`` traces the model (torchvision's ``create_feature_extractor``, timm's FX features).
+def fx_traced(x: torch.Tensor) -> bool:
+    """True when ``x`` is a symbolic ``torch.fx`` value: the model is being traced (torchvision's
+    ``create_feature_extractor``, timm's FX features), not run.
 
     Symbolic tracing cannot branch on a tensor's device, rank or size: the code below takes its generic path
-    then, which computes the same values (it is what the graph records).
+    then, which computes the same values (it is what the graph records). torch.export and torch.compile pass
+    real or fake tensors, so they keep the fast paths and the checks. An ``isinstance`` test, because it runs
+    for every layer of every forward.
     """
     if torch.jit.is_scripting():
-        # TorchScript cannot compile the flag's lookup; a scripted layer is never traced symbolically
+        # TorchScript cannot compile the Proxy type; a scripted layer is never traced symbolically
         return False
-    # symbolic tracing only: torch.export and torch.compile see real shapes and keep the fast paths and checks
-    return torch.fx._symbolic_trace.is_fx_symbolic_tracing()
+    return isinstance(x, torch.fx.Proxy)
 
 
 def _as_nchw(x: torch.Tensor) -> torch.Tensor:
@@ -48,7 +50,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
     (same result up to float rounding). On other devices, for other input ranks, or while ``torch.fx`` traces,
     it is ``F.linear``.
     """
-    if fx_tracing() or x.device.type != 'cpu' or x.ndim != 5:
+    if fx_traced(x) or x.device.type != 'cpu' or x.ndim != 5:
         return F.linear(x, weight, bias)
     B, T, H, W, C = x.shape
     y = F.conv2d(_as_nchw(x.reshape(B * T, H, W, C)), weight[:, :, None, None], bias)
@@ -214,7 +216,7 @@ class PatchEmbed(nn.Module):
         pad_w = (-W) % self.patch_size
         pad_h = (-H) % self.patch_size
         # a zero pad would copy every frame; under FX the sizes are symbolic, so the traced graph always pads
-        if fx_tracing() or pad_w or pad_h:
+        if fx_traced(x) or pad_w or pad_h:
             x = F.pad(x, (0, pad_w, 0, pad_h))
         return x
 

@@ -52,7 +52,7 @@ from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selectiv
 from .architectures import DEFAULT_DESIGN, DESIGNS
 from .focal_modulation import (JointFocalModulation, SpatialFocalModulation, SpatioTemporalFocalModulation,
                                TemporalFocalModulation)
-from .layers import DROP_PATH_MODES, DropPath, Mlp, PatchEmbed, fx_tracing
+from .layers import DROP_PATH_MODES, DropPath, Mlp, PatchEmbed, fx_traced
 
 _logger = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ class VideoFocalNetStage(nn.Module):
         for j, blk in enumerate(self.blocks):
             if modulators is not None:
                 x, modulators[f'{prefix}blocks.{j}'] = blk(x, return_modulators=True)
-            elif fx_tracing():
+            elif fx_traced(x):
                 # checkpointing changes memory, not values; the traced graph keeps the blocks' own nodes
                 x = blk(x)
             elif self.grad_checkpointing and torch.is_grad_enabled():
@@ -436,7 +436,7 @@ class VideoFocalNet(nn.Module):
 
     # --- forward ----------------------------------------------------------------------------------------
     def _check_input(self, x: torch.Tensor) -> None:
-        if fx_tracing():
+        if fx_traced(x):
             return  # symbolic shapes cannot be checked; a traced graph fails on a bad input inside torch instead
         if x.ndim != 5 or x.shape[2] != self.in_chans:
             raise ValueError(f"VideoFocalNet expects input of shape (B, T, {self.in_chans}, H, W), "
