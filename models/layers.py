@@ -12,8 +12,24 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
+
+
+def fx_traced(x: torch.Tensor) -> bool:
+    """True when ``x`` is a symbolic ``torch.fx`` value: the model is being traced (torchvision's
+    ``create_feature_extractor``, timm's FX features), not run.
+
+    Symbolic tracing cannot branch on a tensor's device, rank or size: the code below takes its generic path
+    then, which computes the same values (it is what the graph records). torch.export and torch.compile pass
+    real or fake tensors, so they keep the fast paths and the checks. An ``isinstance`` test, because it runs
+    for every layer of every forward.
+    """
+    if torch.jit.is_scripting():
+        # TorchScript cannot compile the Proxy type; a scripted layer is never traced symbolically
+        return False
+    return isinstance(x, torch.fx.Proxy)
 
 
 def _as_nchw(x: torch.Tensor) -> torch.Tensor:
@@ -31,9 +47,10 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
 
     On CPU it runs as a 1x1 convolution of the channels_last view, which PyTorch hands to oneDNN; on the
     AMD EPYC machine of the benchmarks that is 1.3-2.4x faster than the MKL GEMM behind ``F.linear``
-    (same result up to float rounding). On other devices, or for other input ranks, it is ``F.linear``.
+    (same result up to float rounding). On other devices, for other input ranks, or while ``torch.fx`` traces,
+    it is ``F.linear``.
     """
-    if x.device.type != 'cpu' or x.ndim != 5:
+    if fx_traced(x) or x.device.type != 'cpu' or x.ndim != 5:
         return F.linear(x, weight, bias)
     B, T, H, W, C = x.shape
     y = F.conv2d(_as_nchw(x.reshape(B * T, H, W, C)), weight[:, :, None, None], bias)
@@ -198,7 +215,8 @@ class PatchEmbed(nn.Module):
         H, W = x.shape[-2:]
         pad_w = (-W) % self.patch_size
         pad_h = (-H) % self.patch_size
-        if pad_w or pad_h:
+        # a zero pad would copy every frame; under FX the sizes are symbolic, so the traced graph always pads
+        if fx_traced(x) or pad_w or pad_h:
             x = F.pad(x, (0, pad_w, 0, pad_h))
         return x
 
@@ -207,7 +225,7 @@ class PatchEmbed(nn.Module):
             B, T = x.shape[:2]
             if self.tubelet_size == 1:
                 # frames folded into the batch; channels_last makes the conv output channels-last directly
-                x = x.reshape(B * T, *x.shape[2:]).contiguous(memory_format=torch.channels_last)
+                x = x.flatten(0, 1).contiguous(memory_format=torch.channels_last)
                 x = self.proj(self._pad(x))
                 x = x.permute(0, 2, 3, 1).reshape(B, T, x.shape[2], x.shape[3], x.shape[1])
             else:

@@ -6,19 +6,23 @@ argument of ``VideoFocalNet`` passed as a keyword overrides them (``embed_dim``,
 ``timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=PATH))``. The file is read with
 the project's safe loader (``utils/checkpoint_file.py``), so the original's files (which pickle a yacs config)
 load without executing pickled code. If ``num_classes`` differs from the checkpoint's head, the head is
-left freshly initialised and everything else is loaded strictly. Stage features:
-``model.forward_intermediates`` (timm's ``features_only`` wrappers expect 2-D feature formats, NCHW/NHWC,
-and are not wired).
+left freshly initialised and everything else is loaded strictly.
+
+``features_only=True`` returns ``models.features.VideoFeatures``: one 5-D map per stage (``out_indices``, default
+every stage; ``output_fmt`` ``'NCTHW'`` or ``'NTHWC'``), from ``forward_intermediates``. timm's image feature
+wrappers (``feature_cls``) cannot take 5-D features and are refused. ``pretrained_cfg`` carries ``num_frames``,
+the clip length the model is built for, next to timm's per-frame ``input_size``.
 """
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict
+from typing import Any, Dict, Union
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from . import architectures
+from .features import VideoFeatures
 from .video_focalnet import VideoFocalNet
 from .weights import extract_state_dict, load_checkpoint_file, load_model_weights
 
@@ -62,17 +66,50 @@ def load_local_weights(model: VideoFocalNet, path: str) -> None:
     load_model_weights(model, state_dict, strict=True)
 
 
-def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> VideoFocalNet:
+# feature wrappers the user may name: the video one (also under timm's name of the wrapper it mirrors)
+_FEATURE_CLASSES = (None, 'getter', VideoFeatures)
+
+
+def _feature_args(variant: str, kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """Take timm's ``features_only`` options out of ``kwargs``: the arguments of ``VideoFeatures``."""
+    args = dict(kwargs.pop('feature_cfg', None) or {})
+    for key in ('out_indices', 'output_fmt', 'feature_cls'):
+        if key in kwargs:
+            args[key] = kwargs.pop(key)
+    for key in ('flatten_sequential', 'no_rewrite'):  # options of timm's hook/dict wrappers, meaningless here
+        args.pop(key, None)
+    feature_cls = args.pop('feature_cls', None)
+    if isinstance(feature_cls, str):
+        feature_cls = feature_cls.lower()  # as timm reads the names
+    if not any(feature_cls is c or (isinstance(c, str) and feature_cls == c) for c in _FEATURE_CLASSES):
+        raise ValueError(f"{variant}: feature_cls {feature_cls!r} is an image (2-D) feature wrapper and cannot take "
+                         f"Video-FocalNet's 5-D stage features; leave feature_cls out (features_only=True gives one "
+                         f"map per stage) or call model.forward_intermediates")
+    return args
+
+
+def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> Union[VideoFocalNet, VideoFeatures]:
+    features_only = kwargs.pop('features_only', False)
+    feature_args = _feature_args(variant, kwargs) if features_only else {}
     model_args = dict(ARCHITECTURES[variant])
     model_args.update(kwargs)
     model = build_model_with_cfg(VideoFocalNet, variant, pretrained=False, **model_args)
+    # the clip length next to timm's per-frame input_size: PretrainedCfg has no field for it, the dict takes it
+    model.pretrained_cfg['num_frames'] = model.num_frames
     if pretrained:
         path = model.pretrained_cfg.get('file')
         if not path:
             raise RuntimeError(f"{variant}: no downloadable weights exist; pass a local checkpoint with "
                                f"pretrained_cfg_overlay=dict(file=PATH)")
         load_local_weights(model, path)
-    return model
+    if not features_only:
+        return model
+    # weights are loaded into the whole model first, so a classifier checkpoint loads strictly
+    features = VideoFeatures(model, **feature_args)
+    features.pretrained_cfg = {k: v for k, v in model.pretrained_cfg.items()
+                               if k not in ('num_classes', 'classifier', 'global_pool')}
+    features.default_cfg = features.pretrained_cfg
+    return features
 
 
 def _entry_point(size: str):

@@ -9,8 +9,8 @@ state-dict keys and shapes as the released checkpoints. Differences from the ori
   no ``permute().contiguous()`` round trips. ``f`` and ``f_temporal`` run as one matrix product.
 * The frame count is taken from the input: a model built for 8 frames runs 16-frame clips too
   (any multiple of ``tubelet_size``). ``num_frames`` only records the clip length it was built for.
-* Nothing is stored on modules during ``forward``; ``forward(x, return_modulators=True)`` returns the
-  gates and modulators of every block instead (for visualisation).
+* Nothing is stored on modules during ``forward``; ``forward_with_modulators(x)`` returns the gates and
+  modulators of every block instead (for visualisation).
 * ``drop_rate`` is honoured (the original never forwarded ``MODEL.DROP_RATE``) with the original's meaning:
   dropout after the stem (``pos_drop``), in the MLPs and after each modulation's projection. Dropout
   before the head, which the original did not have, is a separate ``head_drop_rate`` (default 0).
@@ -33,7 +33,9 @@ Beyond the original: ``design`` selects one of the paper's design-space variants
 model, by default; ``spatial``, ``factorized``, ``divided``, ``joint``), all built from the same stem, stages,
 MLPs and head; and the timm model API: ``forward_features`` returns the final normalised tokens
 ``(B, T', H', W', C)``, ``forward_head`` pools and classifies, ``group_matcher`` (layer-wise LR decay),
-``feature_info``, ``forward_intermediates`` and ``prune_intermediate_layers`` (stage features).
+``feature_info``, ``forward_intermediates`` and ``prune_intermediate_layers`` (stage features),
+``head_hidden_size``, ``reset_classifier(num_classes, global_pool)``. ``forward`` takes the clips only, and its
+input checks step aside while ``torch.fx`` traces, so torchvision's ``create_feature_extractor`` works.
 """
 from __future__ import annotations
 
@@ -50,7 +52,7 @@ from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selectiv
 from .architectures import DEFAULT_DESIGN, DESIGNS
 from .focal_modulation import (JointFocalModulation, SpatialFocalModulation, SpatioTemporalFocalModulation,
                                TemporalFocalModulation)
-from .layers import DROP_PATH_MODES, DropPath, Mlp, PatchEmbed
+from .layers import DROP_PATH_MODES, DropPath, Mlp, PatchEmbed, fx_traced
 
 _logger = logging.getLogger(__name__)
 
@@ -86,6 +88,16 @@ _MODULATIONS = {'parallel': SpatioTemporalFocalModulation, 'spatial': SpatialFoc
 # The token mixer of the stages of each design (``factorized`` adds a temporal encoder after them).
 STAGE_MIXER = {'parallel': 'parallel', 'spatial': 'spatial', 'factorized': 'spatial', 'divided': 'divided',
                'joint': 'joint'}
+
+# Pooling of the final tokens before the head (timm's ``global_pool``): ``'avg'`` averages each frame's tokens,
+# then the frames (the original's); ``''`` pools nothing, so the head (if any) applies to every token.
+GLOBAL_POOLS = ('avg', '')
+
+
+def _check_global_pool(global_pool: str) -> str:
+    if global_pool not in GLOBAL_POOLS:
+        raise ValueError(f"global_pool: expected one of {list(GLOBAL_POOLS)}, got {global_pool!r}")
+    return global_pool
 
 
 class VideoFocalNetBlock(nn.Module):
@@ -207,6 +219,9 @@ class VideoFocalNetStage(nn.Module):
         for j, blk in enumerate(self.blocks):
             if modulators is not None:
                 x, modulators[f'{prefix}blocks.{j}'] = blk(x, return_modulators=True)
+            elif fx_traced(x):
+                # checkpointing changes memory, not values; the traced graph keeps the blocks' own nodes
+                x = blk(x)
             elif self.grad_checkpointing and torch.is_grad_enabled():
                 x = checkpoint(blk, x, use_reentrant=False)
             elif self.selective_checkpointing and torch.is_grad_enabled():
@@ -269,6 +284,8 @@ class VideoFocalNet(nn.Module):
             MLPs and head (README "Design space"). ``'factorized'`` adds ``temporal_encoder`` (as many
             temporal blocks as the last stage, at its width, with its focal settings and drop-path rates)
             and ``norm_temporal`` over the per-frame features.
+        global_pool: one of ``GLOBAL_POOLS``: ``'avg'`` (the original's mean over each frame's tokens, then
+            over frames) or ``''`` (no pooling: ``forward`` returns per-token outputs (B, T', H', W', ...)).
     """
 
     def __init__(self, img_size: int = 224, patch_size: int = 4, in_chans: int = 3, num_classes: int = 400,
@@ -280,7 +297,7 @@ class VideoFocalNet(nn.Module):
                  use_layerscale: bool = False, layerscale_value: float = 1e-4, use_postln: bool = False,
                  use_postln_in_modulation: bool = False, normalize_modulator: bool = False, num_frames: int = 8,
                  tubelet_size: int = 1, drop_path_mode: str = 'video', selective_checkpoint: bool = True,
-                 head_drop_rate: float = 0., design: str = DEFAULT_DESIGN) -> None:
+                 head_drop_rate: float = 0., design: str = DEFAULT_DESIGN, global_pool: str = 'avg') -> None:
         super().__init__()
         if design not in DESIGNS:
             raise ValueError(f"design: expected one of {list(DESIGNS)}, got {design!r}")
@@ -303,6 +320,9 @@ class VideoFocalNet(nn.Module):
         self.num_layers = num_stages
         self.embed_dim = dims
         self.num_features = dims[-1]
+        # width of the pooled features the head reads (timm's name; no pre-logits layer, so num_features)
+        self.head_hidden_size = self.num_features
+        self.global_pool = _check_global_pool(global_pool)
         self.num_frames = num_frames
         self.tubelet_size = tubelet_size
         self.drop_rate = drop_rate
@@ -403,8 +423,11 @@ class VideoFocalNet(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.head
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the head by a freshly initialised one with ``num_classes`` outputs (0: no head)."""
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """Replace the head by a freshly initialised one with ``num_classes`` outputs (0: no head), and the pooling
+        by ``global_pool`` (one of ``GLOBAL_POOLS``; None keeps it)."""
+        if global_pool is not None:
+            self.global_pool = _check_global_pool(global_pool)
         self.num_classes = num_classes
         like = self.patch_embed.proj.weight
         self.head = (nn.Linear(self.num_features, num_classes, device=like.device, dtype=like.dtype)
@@ -413,6 +436,8 @@ class VideoFocalNet(nn.Module):
 
     # --- forward ----------------------------------------------------------------------------------------
     def _check_input(self, x: torch.Tensor) -> None:
+        if fx_traced(x):
+            return  # symbolic shapes cannot be checked; a traced graph fails on a bad input inside torch instead
         if x.ndim != 5 or x.shape[2] != self.in_chans:
             raise ValueError(f"VideoFocalNet expects input of shape (B, T, {self.in_chans}, H, W), "
                              f"got {tuple(x.shape)}")
@@ -442,9 +467,12 @@ class VideoFocalNet(nn.Module):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Tokens of ``forward_features`` -> logits (B, num_classes), or the pooled features (B, num_features)
-        with ``pre_logits``."""
-        # original order: mean over the tokens of each frame, then over frames
-        x = self.head_drop(x.mean((2, 3)).mean(1))
+        with ``pre_logits``. With ``global_pool=''`` nothing is pooled: (B, T', H', W', num_classes or
+        num_features)."""
+        if self.global_pool == 'avg':
+            # original order: mean over the tokens of each frame, then over frames
+            x = x.mean((2, 3)).mean(1)
+        x = self.head_drop(x)
         return x if pre_logits else self.head(x)
 
     def forward_intermediates(self, x: torch.Tensor, indices: Optional[Union[int, Sequence[int]]] = None,
@@ -500,16 +528,21 @@ class VideoFocalNet(nn.Module):
             self.reset_classifier(0)
         return take
 
-    def forward(self, x: torch.Tensor, return_modulators: bool = False
-                ) -> Union[torch.Tensor, Tuple[torch.Tensor, Modulators]]:
-        """Logits for clips ``x`` of shape (B, T, C_in, H, W).
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, num_classes) for clips ``x`` of shape (B, T, C_in, H, W)."""
+        return self.forward_head(self.forward_features(x))
 
-        With ``return_modulators=True`` also returns ``{'layers.i.blocks.j': dict(...)}`` (and
-        ``'temporal_encoder.blocks.j'`` for the factorized design): modulators (B, T', H', W', C) and gates
-        (B, T', H', W', L+1), T' = T // tubelet_size, named ``modulator``/``gates`` for spatial, joint and
-        the released model's spatial branch, ``modulator_temporal``/``gates_temporal`` for temporal ones.
-        Gradient checkpointing is bypassed in that mode.
+    @torch.jit.ignore
+    def forward_with_modulators(self, x: torch.Tensor) -> Tuple[torch.Tensor, Modulators]:
+        """Logits as ``forward``, and ``{'layers.i.blocks.j': dict(...)}`` (and ``'temporal_encoder.blocks.j'``
+        for the factorized design): modulators (B, T', H', W', C) and gates (B, T', H', W', L+1),
+        T' = T // tubelet_size, named ``modulator``/``gates`` for spatial, joint and the released model's
+        spatial branch, ``modulator_temporal``/``gates_temporal`` for temporal ones. Gradient checkpointing
+        is bypassed here.
+
+        A method of its own rather than a flag of ``forward``: FX tracing (feature extraction by node name)
+        cannot branch on an argument of the traced ``forward``.
         """
-        modulators: Optional[Modulators] = {} if return_modulators else None
+        modulators: Modulators = {}
         logits = self.forward_head(self.forward_features(x, modulators))
-        return (logits, modulators) if return_modulators else logits
+        return logits, modulators

@@ -172,7 +172,7 @@ def test_return_modulators(design):
     model = VideoFocalNet(**TINY, design=design).eval()
     x = _clip()
     with torch.no_grad():
-        logits, mods = model(x, return_modulators=True)
+        logits, mods = model.forward_with_modulators(x)
         torch.testing.assert_close(logits, model(x))
     blocks = [f'layers.{i}.blocks.{j}' for i, d in enumerate(TINY['depths']) for j in range(d)]
     if design == 'factorized':

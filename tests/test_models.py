@@ -305,7 +305,7 @@ def test_return_modulators(tubelet):
     model = VideoFocalNet(**kw).eval()
     x = _clip(kw)
     with torch.no_grad():
-        logits, mods = model(x, return_modulators=True)
+        logits, mods = model.forward_with_modulators(x)
         torch.testing.assert_close(logits, model(x))
     expected_blocks = ['layers.0.blocks.0', 'layers.1.blocks.0', 'layers.1.blocks.1', 'layers.2.blocks.0',
                        'layers.3.blocks.0']
@@ -333,7 +333,7 @@ def test_forward_stores_nothing_on_modules():
     model.eval()
     with torch.no_grad():
         model(x)
-        model(x, return_modulators=True)
+        model.forward_with_modulators(x)
     model.train()  # restore the flags that train()/eval() legitimately change
     after = _module_state(model)
     assert before.keys() == after.keys()

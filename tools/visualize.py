@@ -3,7 +3,7 @@
     python -m tools.visualize --cfg CFG --resume CKPT VIDEO --out DIR [--stage N] [--block M] [--clip K]
 
 Samples the clip exactly as evaluation does (one centre crop; clip ``K`` of ``TEST.NUM_CLIP``), runs the
-model once with ``return_modulators=True`` and, for the chosen block (default: the last block of the last
+model once with ``forward_with_modulators`` and, for the chosen block (default: the last block of the last
 stage), draws per frame
 
 * the input frame,
@@ -111,7 +111,7 @@ def visualize(model: torch.nn.Module, clip: torch.Tensor, stage: int = -1, block
     from datasets import normalize_clip
     device = next(model.parameters()).device
     x = normalize_clip(clip.unsqueeze(0).to(device))
-    logits, mods = model(x, return_modulators=True)
+    logits, mods = model.forward_with_modulators(x)
     key = select_block(mods, stage, block)
     missing = {'modulator', 'modulator_temporal'} - set(mods[key])
     if missing:  # MODEL.FOCAL.DESIGN spatial / joint / factorized blocks have one modulator only
