@@ -40,6 +40,7 @@ from engine.checkpoint.weights import set_allow_non_finite
 from engine.config import ConfigError, apply_lr_scaling, config_to_yaml, get_config, keys_the_original_ignored
 from engine.data_summary import log_data_summary
 from engine.preflight import check_run_files, will_auto_resume
+from engine.run_identity import check_same_run
 from engine.evaluator import evaluate_checkpoint
 from engine.preemption import EXIT_INTERRUPTED, PreemptedError, finish_preempted
 from engine.throughput import measure_throughput
@@ -162,7 +163,7 @@ def start_run(config: Any, dist_info: du.DistInfo, env: dict) -> None:
     start_log_file()
 
 
-def run(config: Any, dist_info: du.DistInfo) -> int:
+def run(config: Any, dist_info: du.DistInfo, resume_changes: Optional[List[str]] = None) -> int:
     # --throughput measures and writes nothing; the other modes' log file waits for start_run
     setup_logging(None if config.THROUGHPUT_MODE else config.OUTPUT, dist_info.rank, config.MODEL.NAME,
                   defer_file=True)
@@ -176,6 +177,8 @@ def run(config: Any, dist_info: du.DistInfo) -> int:
                     f'{base_lr:g} -> {config.TRAIN.BASE_LR:g} (WARMUP_LR, MIN_LR alike)')
     env = environment_summary(dist_info.device, dist_info.world_size)
     log_run_summary(config, dist_info, env)
+    if resume_changes:
+        logger.info('continuing the run with changes allowed on resume: ' + '; '.join(resume_changes))
     if not config.THROUGHPUT_MODE:
         with file_only():  # a line per list with its sha256: the log file's business
             log_data_summary(config)
@@ -242,10 +245,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         dist_info = du.init_distributed(args.local_rank)
     except du.LaunchError as e:
         return user_error(str(e))
+    try:  # before the lock or any write: a refused start leaves the run folder as it was
+        resume_changes = check_same_run(config, dist_info.world_size, will_auto_resume(config))
+    except ConfigError as e:
+        du.cleanup()
+        return user_error(str(e))
     lock = None
     try:
         lock = lock_run_folder(config.OUTPUT)  # before anything is written there
-        return run(config, dist_info)
+        return run(config, dist_info, resume_changes)
     except RunLockedError as e:
         return user_error(str(e))
     except KeyboardInterrupt:  # Ctrl-C outside training, or a second one during its save
