@@ -26,11 +26,12 @@ and ``--throughput`` writes nothing: no mode replaces a file another mode wrote.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import logging
 import os
 import sys
-from typing import Any, List, Optional
+from typing import Any, List, NoReturn, Optional
 
 from datasets import AnnotationError, UnreadableVideosError, ensure_toy_dataset
 from datasets.toy import is_complete as toy_is_complete
@@ -60,9 +61,26 @@ EXIT_NON_FINITE_LOSS = 3
 EXIT_TOO_MANY_UNREADABLE = 4
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line (with the closest flag for an unknown one) instead of the usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        flags = [f for action in self._actions for f in action.option_strings]
+        unknown = [word for word in message.split() if word.startswith('--') or (word.startswith('-') and
+                                                                                    len(word) == 2)]
+        hints = []
+        if message.startswith('unrecognized arguments'):
+            for word in unknown:
+                close = difflib.get_close_matches(word.split('=', 1)[0], flags, n=1, cutoff=0.6)
+                if close:
+                    hints.append(f'did you mean {close[0]} (not {word})?')
+        tail = ' '.join(hints) if hints else f'{self.prog} --help lists the flags'
+        self.exit(2, f'{self.prog}: error: {message}; {tail}\n')
+
+
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser('main.py', description='Train / evaluate Video-FocalNets. Flags override '
-                                     '--cfg and --opts; a flag that is not given changes nothing.')
+    parser = OneLineParser('main.py', description='Train / evaluate Video-FocalNets. Flags override '
+                           '--cfg and --opts; a flag that is not given changes nothing.')
     parser.add_argument('--cfg', required=True, metavar='FILE', help='config file (yaml)')
     parser.add_argument('--opts', nargs='+', action='extend', default=None, metavar='KEY VALUE',
                         help='override config keys, e.g. --opts TEST.NUM_CLIP 4 TEST.NUM_CROP 3 (may be repeated)')
