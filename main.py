@@ -33,6 +33,10 @@ import os
 import sys
 from typing import Any, List, NoReturn, Optional
 
+from utils.threads import cpu_thread_plan, set_passive_wait_policy
+
+set_passive_wait_policy()  # idle OpenMP threads sleep: read once, when torch starts its pool (before import torch)
+
 from datasets import AnnotationError, UnreadableVideosError, ensure_toy_dataset
 from datasets.toy import is_complete as toy_is_complete
 from engine.amp import AMP_OPT_LEVELS
@@ -49,7 +53,7 @@ from engine.trainer import NonFiniteLossError, TooManyUnreadableError, Trainer
 from engine.weight_init import apply_weight_init
 from models import build_model
 from utils import distributed as du
-from utils.env import configure_determinism, environment_summary, seed_everything
+from utils.env import configure_determinism, environment_summary, local_process_count, seed_everything
 from utils.fs import atomic_write_text
 from utils.logger import FILE_ONLY, close_logging, file_only, setup_logging, start_log_file
 from utils.run_lock import RunLockedError, lock_run_folder, release_run_lock
@@ -172,6 +176,15 @@ def log_run_summary(config: Any, dist_info: du.DistInfo, env: dict) -> None:
                 f'output {config.OUTPUT} (full config in config.yaml there)')
 
 
+def set_cpu_threads(config: Any) -> None:
+    """The compute threads of a CPU run (``utils.threads``: usable CPUs less the loader workers), one line."""
+    import torch
+    threads, line = cpu_thread_plan(config.CPU_THREADS, config.DATA.NUM_WORKERS, local_process_count())
+    if threads is not None:
+        torch.set_num_threads(threads)
+    logger.info(line)
+
+
 def start_run(config: Any, dist_info: du.DistInfo, env: dict) -> None:
     """The run is known to start (every file found, checkpoints loaded): only now is the run folder written
     (config.yaml and environment.json by rank 0, every rank's log file with what was logged so far)."""
@@ -193,6 +206,8 @@ def run(config: Any, dist_info: du.DistInfo, resume_changes: Optional[List[str]]
         logger.info(f'linear LR scaling (TRAIN.LR_SCALING): {config.DATA.BATCH_SIZE} clips x {dist_info.world_size} '
                     f'processes x {max(1, config.TRAIN.ACCUMULATION_STEPS)} accumulation steps / 512: BASE_LR '
                     f'{base_lr:g} -> {config.TRAIN.BASE_LR:g} (WARMUP_LR, MIN_LR alike)')
+    if dist_info.device.type == 'cpu':
+        set_cpu_threads(config)
     env = environment_summary(dist_info.device, dist_info.world_size)
     log_run_summary(config, dist_info, env)
     if resume_changes:

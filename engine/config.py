@@ -416,6 +416,7 @@ _VALUE_RANGES = (
     ('SAVE_FREQ', None, 1, None, _COUNT),
     ('PRINT_FREQ', None, 1, None, _COUNT),
     ('SEED', '--seed', 0, MAX_SEED, _COUNT),
+    ('CPU_THREADS', None, 0, None, _COUNT),
 )
 
 
