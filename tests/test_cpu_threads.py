@@ -4,8 +4,6 @@ first; and main.py applying it before torch starts its pool."""
 import ast
 import logging
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -74,10 +72,6 @@ def test_main_sets_the_wait_policy_before_anything_imports_torch():
              and node.module.split('.')[0] in ('datasets', 'engine', 'models', 'torch')
              or isinstance(node, ast.ImportFrom) and node.module in ('utils.distributed', 'utils.env')]
     assert heavy and call < min(heavy)
-    environ = {k: v for k, v in os.environ.items() if k not in ('OMP_WAIT_POLICY', 'OMP_NUM_THREADS')}
-    out = subprocess.run([sys.executable, '-c', 'import os, main; print(os.environ["OMP_WAIT_POLICY"])'], cwd=REPO,
-                         env=environ, capture_output=True, text=True, timeout=120)
-    assert out.stdout.strip() == 'PASSIVE', out.stderr[-2000:]
 
 
 def test_a_cpu_run_sets_and_logs_its_threads(monkeypatch, caplog):
