@@ -26,11 +26,16 @@ and ``--throughput`` writes nothing: no mode replaces a file another mode wrote.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import logging
 import os
 import sys
-from typing import Any, List, Optional
+from typing import Any, List, NoReturn, Optional
+
+from utils.threads import cpu_thread_plan, set_passive_wait_policy
+
+set_passive_wait_policy()  # idle OpenMP threads sleep: read once, when torch starts its pool (before import torch)
 
 from datasets import AnnotationError, UnreadableVideosError, ensure_toy_dataset
 from datasets.toy import is_complete as toy_is_complete
@@ -40,6 +45,7 @@ from engine.checkpoint.weights import set_allow_non_finite
 from engine.config import ConfigError, apply_lr_scaling, config_to_yaml, get_config, keys_the_original_ignored
 from engine.data_summary import log_data_summary
 from engine.preflight import check_run_files, will_auto_resume
+from engine.run_identity import check_same_run
 from engine.evaluator import evaluate_checkpoint
 from engine.preemption import EXIT_INTERRUPTED, PreemptedError, finish_preempted
 from engine.throughput import measure_throughput
@@ -47,7 +53,7 @@ from engine.trainer import NonFiniteLossError, TooManyUnreadableError, Trainer
 from engine.weight_init import apply_weight_init
 from models import build_model
 from utils import distributed as du
-from utils.env import configure_determinism, environment_summary, seed_everything
+from utils.env import configure_determinism, environment_summary, local_process_count, seed_everything
 from utils.fs import atomic_write_text
 from utils.logger import FILE_ONLY, close_logging, file_only, setup_logging, start_log_file
 from utils.run_lock import RunLockedError, lock_run_folder, release_run_lock
@@ -59,9 +65,26 @@ EXIT_NON_FINITE_LOSS = 3
 EXIT_TOO_MANY_UNREADABLE = 4
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line (with the closest flag for an unknown one) instead of the usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        flags = [f for action in self._actions for f in action.option_strings]
+        unknown = [word for word in message.split() if word.startswith('--') or (word.startswith('-') and
+                                                                                    len(word) == 2)]
+        hints = []
+        if message.startswith('unrecognized arguments'):
+            for word in unknown:
+                close = difflib.get_close_matches(word.split('=', 1)[0], flags, n=1, cutoff=0.6)
+                if close:
+                    hints.append(f'did you mean {close[0]} (not {word})?')
+        tail = ' '.join(hints) if hints else f'{self.prog} --help lists the flags'
+        self.exit(2, f'{self.prog}: error: {message}; {tail}\n')
+
+
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser('main.py', description='Train / evaluate Video-FocalNets. Flags override '
-                                     '--cfg and --opts; a flag that is not given changes nothing.')
+    parser = OneLineParser('main.py', description='Train / evaluate Video-FocalNets. Flags override '
+                           '--cfg and --opts; a flag that is not given changes nothing.')
     parser.add_argument('--cfg', required=True, metavar='FILE', help='config file (yaml)')
     parser.add_argument('--opts', nargs='+', action='extend', default=None, metavar='KEY VALUE',
                         help='override config keys, e.g. --opts TEST.NUM_CLIP 4 TEST.NUM_CROP 3 (may be repeated)')
@@ -153,6 +176,15 @@ def log_run_summary(config: Any, dist_info: du.DistInfo, env: dict) -> None:
                 f'output {config.OUTPUT} (full config in config.yaml there)')
 
 
+def set_cpu_threads(config: Any) -> None:
+    """The compute threads of a CPU run (``utils.threads``: usable CPUs less the loader workers), one line."""
+    import torch
+    threads, line = cpu_thread_plan(config.CPU_THREADS, config.DATA.NUM_WORKERS, local_process_count())
+    if threads is not None:
+        torch.set_num_threads(threads)
+    logger.info(line)
+
+
 def start_run(config: Any, dist_info: du.DistInfo, env: dict) -> None:
     """The run is known to start (every file found, checkpoints loaded): only now is the run folder written
     (config.yaml and environment.json by rank 0, every rank's log file with what was logged so far)."""
@@ -162,7 +194,7 @@ def start_run(config: Any, dist_info: du.DistInfo, env: dict) -> None:
     start_log_file()
 
 
-def run(config: Any, dist_info: du.DistInfo) -> int:
+def run(config: Any, dist_info: du.DistInfo, resume_changes: Optional[List[str]] = None) -> int:
     # --throughput measures and writes nothing; the other modes' log file waits for start_run
     setup_logging(None if config.THROUGHPUT_MODE else config.OUTPUT, dist_info.rank, config.MODEL.NAME,
                   defer_file=True)
@@ -174,8 +206,12 @@ def run(config: Any, dist_info: du.DistInfo) -> int:
         logger.info(f'linear LR scaling (TRAIN.LR_SCALING): {config.DATA.BATCH_SIZE} clips x {dist_info.world_size} '
                     f'processes x {max(1, config.TRAIN.ACCUMULATION_STEPS)} accumulation steps / 512: BASE_LR '
                     f'{base_lr:g} -> {config.TRAIN.BASE_LR:g} (WARMUP_LR, MIN_LR alike)')
+    if dist_info.device.type == 'cpu':
+        set_cpu_threads(config)
     env = environment_summary(dist_info.device, dist_info.world_size)
     log_run_summary(config, dist_info, env)
+    if resume_changes:
+        logger.info('continuing the run with changes allowed on resume: ' + '; '.join(resume_changes))
     if not config.THROUGHPUT_MODE:
         with file_only():  # a line per list with its sha256: the log file's business
             log_data_summary(config)
@@ -242,10 +278,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         dist_info = du.init_distributed(args.local_rank)
     except du.LaunchError as e:
         return user_error(str(e))
+    try:  # before the lock or any write: a refused start leaves the run folder as it was
+        resume_changes = check_same_run(config, dist_info.world_size, will_auto_resume(config))
+    except ConfigError as e:
+        du.cleanup()
+        return user_error(str(e))
     lock = None
     try:
         lock = lock_run_folder(config.OUTPUT)  # before anything is written there
-        return run(config, dist_info)
+        return run(config, dist_info, resume_changes)
     except RunLockedError as e:
         return user_error(str(e))
     except KeyboardInterrupt:  # Ctrl-C outside training, or a second one during its save

@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import glob
 import os
+import re
 from typing import Any, Iterable, List, Optional, Tuple
 
 import yaml
@@ -83,7 +84,7 @@ def _read_yaml(path: str) -> dict:
         try:
             data = yaml.safe_load(f)
         except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({e})") from None
+            raise ConfigError(yaml_error_line(path, e)) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -91,47 +92,134 @@ def _read_yaml(path: str) -> dict:
     return data
 
 
+def yaml_error_line(path: str, error: yaml.YAMLError) -> str:
+    """``file:line:column: what is wrong`` for a YAML syntax error (yaml's own message spans several lines)."""
+    mark = getattr(error, 'problem_mark', None) or getattr(error, 'context_mark', None)
+    where = f'{path}:{mark.line + 1}:{mark.column + 1}' if mark is not None else path
+    problem = getattr(error, 'problem', None) or str(error).splitlines()[0]
+    context = getattr(error, 'context', None)
+    return f"{where}: not valid YAML: {problem}" + (f' ({context})' if context else '')
+
+
+def _base_files(path: str, data: dict) -> List[str]:
+    """The ``BASE:`` entries of a config file: a file name or a list of file names ('' entries are skipped)."""
+    bases = data.get('BASE', ['']) or ['']
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{path}: BASE: expected a config file name or a list of them (paths relative to "
+                          f"{os.path.dirname(path) or '.'}), got {bases!r}")
+    return [b for b in bases if b]
+
+
+def all_keys(config: CN, prefix: str = '') -> List[str]:
+    """Every dotted key of ``config`` (``TRAIN.EPOCHS`` ...)."""
+    keys = []
+    for key, value in config.items():
+        keys += all_keys(value, f'{prefix}{key}.') if isinstance(value, CN) else [f'{prefix}{key}']
+    return keys
+
+
+def unknown_key_message(key: str, config: CN) -> str:
+    """``unknown config key TRAIN.EPOCH; did you mean TRAIN.EPOCHS?`` (the closest keys, when any is close)."""
+    known = all_keys(config)
+    close = difflib.get_close_matches(key.upper(), known, n=3, cutoff=0.75)
+    if not close:  # the last part alone: a key put in the wrong section (DATA.EPOCHS)
+        last = key.rsplit('.', 1)[-1].upper()
+        close = [k for k in known if k.rsplit('.', 1)[-1] == last][:3]
+    return f"unknown config key {key}" + (f"; did you mean {' or '.join(close)}?" if close else '')
+
+
+_KINDS = ((bool, 'true or false'), (int, 'an integer'), (float, 'a number'), (str, 'a string'),
+          ((list, tuple), 'a list'), (dict, 'a mapping of keys'))
+
+
+def _kind(value: Any) -> str:
+    for types, words in _KINDS:
+        if isinstance(value, types):
+            return words
+    return type(value).__name__
+
+
+def _value_or_key(config: CN, key: str) -> Tuple[bool, Any]:
+    node: Any = config
+    for part in key.split('.'):
+        if not isinstance(node, CN) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _numbers_as_floats(config: CN, data: dict, prefix: str = '') -> dict:
+    """``data`` with integers given for float keys turned into floats (``TRAIN.WEIGHT_DECAY: 0``), which yacs
+    refuses as a type mismatch although the user wrote a number."""
+    out = {}
+    for key, value in data.items():
+        found, default = _value_or_key(config, f'{prefix}{key}')
+        if isinstance(value, dict) and found and isinstance(default, CN):
+            value = _numbers_as_floats(config, value, f'{prefix}{key}.')
+        elif found and isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        out[key] = value
+    return out
+
+
+def _type_error_message(config: CN, error: ValueError) -> str:
+    """yacs's ``Type mismatch (<class 'int'> vs. <class 'str'>) with values (25 vs. three) for config key:
+    TRAIN.EPOCHS`` in the user's words: ``TRAIN.EPOCHS expects an integer, got 'three'``."""
+    text = str(error)
+    key = text.rsplit('config key: ', 1)[-1].strip() if 'config key: ' in text else ''
+    found, default = _value_or_key(config, key) if key else (False, None)
+    if not found:
+        return text
+    given = text.split(' with values (', 1)[-1].rsplit(') for config key', 1)[0].split(' vs. ', 1)[-1]
+    return f"{key} expects {_kind(default)}, got {given!r}"
+
+
 def merge_config_file(config: CN, path: str, _seen: Optional[tuple] = None) -> None:
     """Merge ``path`` (after its ``BASE:`` files, recursively) into ``config``.
 
-    Unknown keys and values of the wrong type raise ``ConfigError`` naming the key and the file.
+    Unknown keys (with the closest known ones) and values of the wrong type raise ``ConfigError`` naming the
+    key and the file.
     """
     path = os.path.normpath(path)
     seen = (_seen or ()) + (os.path.abspath(path),)
     data = _read_yaml(path)
-    bases = data.get('BASE', ['']) or ['']
-    if isinstance(bases, str):
-        bases = [bases]
-    for base in bases:
-        if base:
-            base_path = os.path.join(os.path.dirname(path), base)
-            if os.path.abspath(base_path) in seen:
-                raise ConfigError(f"{path}: BASE file {base} includes itself")
-            merge_config_file(config, base_path, seen)
+    for base in _base_files(path, data):
+        base_path = os.path.join(os.path.dirname(path), base)
+        if os.path.abspath(base_path) in seen:
+            raise ConfigError(f"{path}: BASE file {base} includes itself")
+        merge_config_file(config, base_path, seen)
     config.defrost()
     try:
-        config.merge_from_other_cfg(CN(data))
+        config.merge_from_other_cfg(CN(_numbers_as_floats(config, data)))
     except KeyError as e:
         key = str(e).strip("'\"").replace('Non-existent config key: ', '')
-        raise ConfigError(f"{path}: unknown config key {key}") from None
+        raise ConfigError(f"{path}: {unknown_key_message(key, config)}") from None
     except ValueError as e:
-        raise ConfigError(f"{path}: {e}") from None
+        raise ConfigError(f"{path}: {_type_error_message(config, e)}") from None
 
 
 def merge_opts(config: CN, opts: Optional[Iterable[str]]) -> None:
-    """Merge ``KEY VALUE`` pairs from the command line."""
+    """Merge ``KEY VALUE`` pairs from the command line, one pair at a time so that an error names its key."""
     opts = list(opts or [])
     if not opts:
         return
     if len(opts) % 2:
         raise ConfigError(f"--opts: expected KEY VALUE pairs, got an odd number of items: {opts}")
     config.defrost()
-    try:
-        config.merge_from_list(opts)
-    except (KeyError, AssertionError) as e:
-        raise ConfigError(f"--opts: {str(e).strip(chr(39))}") from None
-    except ValueError as e:
-        raise ConfigError(f"--opts: {e}") from None
+    for key, value in zip(opts[0::2], opts[1::2]):
+        found, default = _value_or_key(config, key)
+        if not found or isinstance(default, CN):
+            raise ConfigError(f"--opts: {unknown_key_message(key, config)}")
+        if isinstance(default, float) and re.fullmatch(r'[+-]?\d+', str(value).strip()):
+            value = str(float(int(value)))  # an integer for a float key is the number the user meant
+        try:
+            config.merge_from_list([key, value])
+        except (KeyError, AssertionError) as e:
+            raise ConfigError(f"--opts: {str(e).strip(chr(39))}") from None
+        except ValueError as e:
+            raise ConfigError(f"--opts: {_type_error_message(config, e)}") from None
 
 
 def _flag(args: Any, name: str) -> Any:
@@ -220,14 +308,22 @@ def finalize_config(config: CN) -> CN:
         raise ConfigError(f"DATA.NUM_FRAMES ({config.DATA.NUM_FRAMES}) must be a multiple of "
                           f"MODEL.TUBELET_SIZE ({config.MODEL.TUBELET_SIZE})")
     if config.TAG == 'default':
-        config.TAG = (f"LR_{config.TRAIN.BASE_LR}_EP_{config.TRAIN.EPOCHS}_OPT_{config.TRAIN.OPTIMIZER.NAME}"
-                      f"_FRAMES_{config.DATA.NUM_FRAMES}")
+        config.TAG = default_tag(config)
     config.OUTPUT = os.path.join(config.OUTPUT, config.DATA.DATASET, config.MODEL.NAME or config.MODEL.TYPE,
                                  config.TAG)
     if os.environ.get('PT_OUTPUT_DIR'):
         config.OUTPUT = os.environ['PT_OUTPUT_DIR']
     config.freeze()
     return config
+
+
+def default_tag(config: CN) -> str:
+    """The run folder's name when no ``--tag`` is given: the readable part (LR, epochs, optimizer, frames) and a
+    short hash of every training setting as written (``engine.run_identity.settings_hash``), so runs that
+    differ in any setting (weight decay, smoothing, data lists ...) land in different folders."""
+    from engine.run_identity import settings_hash
+    return (f"LR_{config.TRAIN.BASE_LR}_EP_{config.TRAIN.EPOCHS}_OPT_{config.TRAIN.OPTIMIZER.NAME}"
+            f"_FRAMES_{config.DATA.NUM_FRAMES}_{settings_hash(config)}")
 
 
 def num_classes_from_label_list(config: CN) -> None:
@@ -274,12 +370,16 @@ def num_classes_from_label_list(config: CN) -> None:
 # after the first step (PRINT_FREQ 0), a DataLoader traceback (BATCH_SIZE 0, NUM_WORKERS -1) or not at all
 # (ACCUMULATION_STEPS -1, MAX_UNREADABLE_FRACTION 2.0 were accepted).
 _COUNT, _NON_NEGATIVE, _FRACTION, _RATE = 'an integer', 'a number', 'a fraction', 'a rate'
+# Upper bounds where a larger value only allocates memory until the machine gives up (an input of 100000 px
+# asks for hundreds of GB): 4.5x the published 224 px and 32x their 32 frames. Seeds: each rank seeds numpy
+# with SEED + rank, which must stay below 2**32.
+MAX_SIZE, MAX_FRAMES, MAX_SEED = 1024, 1024, 2 ** 31 - 1
 _VALUE_RANGES = (
     ('DATA.BATCH_SIZE', '--batch-size', 1, None, _COUNT),
-    ('DATA.NUM_FRAMES', None, 1, None, _COUNT),
+    ('DATA.NUM_FRAMES', None, 1, MAX_FRAMES, _COUNT),
     ('DATA.NUM_CLASSES', None, 1, None, _COUNT),
-    ('DATA.IMG_SIZE', None, 1, None, _COUNT),
-    ('DATA.INPUT_SIZE', None, 1, None, _COUNT),
+    ('DATA.IMG_SIZE', None, 1, MAX_SIZE, _COUNT),
+    ('DATA.INPUT_SIZE', None, 1, MAX_SIZE, _COUNT),
     ('DATA.NUM_WORKERS', None, 0, None, _COUNT),
     ('DATA.MAX_UNREADABLE_FRACTION', None, 0.0, 1.0, _FRACTION),
     ('MODEL.NUM_CLASSES', None, 1, None, _COUNT),
@@ -315,7 +415,8 @@ _VALUE_RANGES = (
     ('TEST.BATCH_SIZE', None, 1, None, _COUNT),
     ('SAVE_FREQ', None, 1, None, _COUNT),
     ('PRINT_FREQ', None, 1, None, _COUNT),
-    ('SEED', '--seed', 0, None, _COUNT),
+    ('SEED', '--seed', 0, MAX_SEED, _COUNT),
+    ('CPU_THREADS', None, 0, None, _COUNT),
 )
 
 
@@ -346,10 +447,16 @@ def check_value_ranges(config: CN) -> None:
     clip = config.TRAIN.CLIP_GRAD
     if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip >= 0):
         raise ConfigError(f"TRAIN.CLIP_GRAD: expected a number >= 0 (0 or None: no clipping), got {clip!r}")
-    for key, low in (('MODEL.FOCAL.DEPTHS', 1), ('MODEL.FOCAL.FOCAL_LEVELS', 0)):
+    stages = len(config.MODEL.FOCAL.DEPTHS)
+    # a focal modulation needs at least one level (its first kernel); every per-stage list has one entry a stage
+    for key, low in (('MODEL.FOCAL.DEPTHS', 1), ('MODEL.FOCAL.FOCAL_LEVELS', 1), ('MODEL.FOCAL.FOCAL_WINDOWS', 1),
+                     ('MODEL.FOCAL.FOCAL_FACTORS', 0)):
         values = _config_value(config, key)
-        if any(isinstance(v, bool) or not isinstance(v, int) or v < low for v in values):
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < low for v in values) or not values:
             raise ConfigError(f"{key}: expected a list of integers >= {low}, got {list(values)!r}")
+        if len(values) != stages:
+            raise ConfigError(f"{key}: expected one value per stage ({stages}, as MODEL.FOCAL.DEPTHS), "
+                              f"got {list(values)!r}")
 
 
 def _choice_lists(config: CN) -> List[Tuple[str, Any, tuple]]:
@@ -454,7 +561,19 @@ def keys_the_original_ignored(config: CN) -> List[str]:
 
 
 def config_to_yaml(config: CN) -> str:
-    """The merged config as YAML text (what checkpoints and OUTPUT/config.yaml store)."""
+    """The merged config as YAML text (what checkpoints and OUTPUT/config.yaml store), self-contained so that
+    it can be given back as ``--cfg``: its ``BASE:`` files are already merged (the entry is emptied: they would
+    be looked for beside the copy), and ``OUTPUT`` is the root again when it ends in the derived
+    ``<DATA.DATASET>/<MODEL.NAME>/<TAG>`` (the stored TAG rebuilds the same run folder)."""
+    config = config.clone()
+    config.defrost()
+    config.BASE = ['']
+    derived = os.path.join(config.DATA.DATASET, config.MODEL.NAME or config.MODEL.TYPE, config.TAG)
+    output = os.path.normpath(config.OUTPUT)
+    if output == derived:
+        config.OUTPUT = '.'
+    elif output.endswith(os.sep + derived):
+        config.OUTPUT = output[:-len(derived) - 1]
     return config.dump()
 
 

@@ -178,6 +178,9 @@ _C.SAVE_FREQ = 1                          # ckpt_epoch_N.pth every SAVE_FREQ epo
 _C.PRINT_FREQ = 100                       # a log line every PRINT_FREQ optimizer updates
 _C.PROGRESS_BAR = True                    # training progress bar with rate and ETA (rank 0; only when stdout is a terminal)
 _C.SEED = 0                               # random seed (each rank uses SEED + rank)
+# CPU runs: compute threads of each training process (0 = the CPUs it may use, shared between the node's
+# processes, less one per loader worker; OMP_NUM_THREADS in the environment also chooses)
+_C.CPU_THREADS = 0
 _C.EVAL_MODE = False                      # set by --eval: only evaluate MODEL.RESUME on DATA.VAL_FILE
 _C.THROUGHPUT_MODE = False                # set by --throughput: measure clips/s and exit
 _C.DEBUG_MODE = False                     # unused

@@ -2,6 +2,7 @@
 import argparse
 import glob
 import os
+import re
 
 import pytest
 
@@ -30,7 +31,8 @@ def test_original_yaml_files_load_unchanged(path):
     c = load_config(path)
     assert c.DATA.NUM_FRAMES == 8 and c.TRAIN.OPTIMIZER.NAME == 'sgd'
     assert c.TRAIN.WEIGHT_DECAY == pytest.approx(1e-4)  # '1e-4' is a string for PyYAML; yacs makes it a float
-    assert c.OUTPUT == os.path.join('output', c.DATA.DATASET, c.MODEL.NAME, 'LR_0.1_EP_120_OPT_sgd_FRAMES_8')
+    assert c.OUTPUT == os.path.join('output', c.DATA.DATASET, c.MODEL.NAME, c.TAG)
+    assert re.fullmatch(r'LR_0\.1_EP_120_OPT_sgd_FRAMES_8_[0-9a-f]{8}', c.TAG), c.TAG  # readable part + settings hash
 
 
 @pytest.mark.parametrize('path', SHIPPED, ids=lambda p: os.path.relpath(p, REPO))
@@ -178,7 +180,25 @@ def test_lr_scaling_rule():
 def test_yaml_text_round_trip():
     c = load_config(os.path.join(REPO, 'configs', 'ssv2', 'video-focalnet_base.yaml'))
     back = config_from_yaml_text(config_to_yaml(c))
-    assert back == c
+    assert config_to_yaml(back) == config_to_yaml(c)
+
+
+@pytest.mark.parametrize('path', SHIPPED, ids=lambda p: os.path.relpath(p, REPO))
+def test_a_runs_config_yaml_given_back_as_cfg_is_the_same_config(path, tmp_path):
+    """What a run writes as config.yaml (bases merged, LRs scaled) loads as --cfg to the same config and the
+    same run folder; with a BASE: entry left in it, the copy looked for its base beside itself."""
+    opts = []
+    if os.sep + 'finetune' + os.sep in path:  # the class count comes from the label list of the user's folder
+        (tmp_path / 'labels.csv').write_text('0,walk\n1,run\n2,jump\n')
+        opts = ['DATA.LABEL_LIST', str(tmp_path / 'labels.csv')]
+    first = load_config(path, opts, output=str(tmp_path / 'out'))
+    written = config_to_yaml(apply_lr_scaling(first.clone(), world_size=8))
+    copy = tmp_path / 'run' / 'config.yaml'
+    copy.parent.mkdir()
+    copy.write_text(written)
+    again = load_config(str(copy))
+    assert config_to_yaml(again) == written
+    assert again.OUTPUT == first.OUTPUT
 
 
 def test_keys_the_original_ignored_are_listed_for_original_yamls_only():
@@ -254,3 +274,30 @@ def test_eval_of_a_run_checkpoint_lands_in_that_run(tmp_path):
 def test_pretrained_empty_starts_from_scratch():
     c = load_config(os.path.join(REPO, 'configs', 'kinetics400', 'video-focalnet_tiny.yaml'), pretrained='')
     assert c.TRAIN.PRETRAINED_PATH == ''
+
+
+TOY = os.path.join(REPO, 'configs', 'toy', 'video-focalnet_toy.yaml')
+
+
+def test_the_default_tag_changes_with_every_training_setting_but_not_with_speed_keys():
+    """The tag was derived from LR, epochs, optimizer and frames only: another weight decay shared the folder."""
+    plain = load_config(TOY)
+    assert re.fullmatch(r'LR_\S+_EP_\d+_OPT_\w+_FRAMES_\d+_[0-9a-f]{8}', plain.TAG), plain.TAG
+    assert load_config(TOY, ['TRAIN.WEIGHT_DECAY', '0.1']).TAG != plain.TAG
+    assert load_config(TOY, ['AUG.LABEL_SMOOTH', '0.0']).TAG != plain.TAG
+    assert load_config(TOY, ['DATA.NUM_WORKERS', '0', 'PRINT_FREQ', '7']).TAG == plain.TAG
+    assert load_config(TOY, tag='mine').TAG == 'mine'
+
+
+def test_a_run_may_continue_on_another_number_of_processes_with_the_same_total_batch():
+    from engine.run_identity import compare_settings
+    scaled = ['TRAIN.LR_SCALING', 'True']
+    old = apply_lr_scaling(load_config(TOY, scaled + ['DATA.BATCH_SIZE', '8']), world_size=2)  # 16 per update
+    assert compare_settings(old, 2, load_config(TOY, scaled + ['DATA.BATCH_SIZE', '4']), 4) == ([], [])
+    same = load_config(TOY, scaled + ['DATA.BATCH_SIZE', '4', 'TRAIN.ACCUMULATION_STEPS', '2'])
+    assert compare_settings(old, 2, same, 2) == ([], [])
+    refused, _ = compare_settings(old, 2, load_config(TOY, scaled + ['DATA.BATCH_SIZE', '4']), 2)
+    assert len(refused) == 1 and refused[0].startswith('total batch') and '8x1x2 -> 4x1x2' in refused[0]
+    refused, _ = compare_settings(old, 2, load_config(TOY, scaled + ['DATA.BATCH_SIZE', '4', 'TRAIN.BASE_LR',
+                                                                     '0.5']), 4)
+    assert len(refused) == 1 and refused[0].startswith('TRAIN.BASE_LR')

@@ -76,9 +76,9 @@ def test_evaluation_of_videos_shorter_than_the_clip(setup):
     (['--opts', 'DATA.BATCH_SIZE', '0'], 'DATA.BATCH_SIZE (--batch-size): expected an integer >= 1, got 0'),
     (['--opts', 'DATA.BATCH_SIZE', '-2'], 'DATA.BATCH_SIZE (--batch-size): expected an integer >= 1, got -2'),
     (['--batch-size', '0'], 'DATA.BATCH_SIZE (--batch-size): expected an integer >= 1, got 0'),
-    (['--opts', 'DATA.NUM_FRAMES', '0'], 'DATA.NUM_FRAMES: expected an integer >= 1, got 0'),
-    (['--opts', 'DATA.NUM_FRAMES', '-2'], 'DATA.NUM_FRAMES: expected an integer >= 1, got -2'),
-    (['--opts', 'DATA.INPUT_SIZE', '0'], 'DATA.INPUT_SIZE: expected an integer >= 1, got 0'),
+    (['--opts', 'DATA.NUM_FRAMES', '0'], 'DATA.NUM_FRAMES: expected an integer in [1, 1024], got 0'),
+    (['--opts', 'DATA.NUM_FRAMES', '-2'], 'DATA.NUM_FRAMES: expected an integer in [1, 1024], got -2'),
+    (['--opts', 'DATA.INPUT_SIZE', '0'], 'DATA.INPUT_SIZE: expected an integer in [1, 1024], got 0'),
     (['--opts', 'TEST.NUM_CLIP', '0'], 'TEST.NUM_CLIP: expected an integer >= 1, got 0'),
     (['--opts', 'DATA.NUM_WORKERS', '-1'], 'DATA.NUM_WORKERS: expected an integer >= 0, got -1'),
     (['--opts', 'DATA.MAX_UNREADABLE_FRACTION', '2.0'],
@@ -87,10 +87,22 @@ def test_evaluation_of_videos_shorter_than_the_clip(setup):
     (['--opts', 'PRINT_FREQ', '0'], 'PRINT_FREQ: expected an integer >= 1, got 0'),
     (['--opts', 'TRAIN.ACCUMULATION_STEPS', '-1'],
      'TRAIN.ACCUMULATION_STEPS (--accumulation-steps): expected an integer >= 0, got -1'),
-    (['--opts', 'DATA.IMG_SIZE', '0'], 'DATA.IMG_SIZE: expected an integer >= 1, got 0'),
+    (['--opts', 'DATA.IMG_SIZE', '0'], 'DATA.IMG_SIZE: expected an integer in [1, 1024], got 0'),
     (['--opts', 'TEST.FINAL_NUM_CLIP', '0'], 'TEST.FINAL_NUM_CLIP: expected an integer >= 1, got 0'),
     (['--opts', 'TEST.NUM_CROP', '0'], 'TEST.NUM_CROP: expected one of [1, 3], got 0'),
     (['--opts', 'MODEL.FOCAL.DEPTHS', '[1,0,1,1]'], 'MODEL.FOCAL.DEPTHS: expected a list of integers >= 1'),
+    # a modulation without a level was a ValueError traceback from the model; sizes and seeds without a bound
+    # allocated hundreds of GB or failed in numpy's seeding
+    (['--opts', 'MODEL.FOCAL.FOCAL_LEVELS', '[0,0,0,0]'], 'MODEL.FOCAL.FOCAL_LEVELS: expected a list of integers >= 1'),
+    (['--opts', 'MODEL.FOCAL.FOCAL_LEVELS', '[2,2]'], 'MODEL.FOCAL.FOCAL_LEVELS: expected one value per stage (4'),
+    (['--opts', 'DATA.INPUT_SIZE', '100000'], 'DATA.INPUT_SIZE: expected an integer in [1, 1024], got 100000'),
+    (['--seed', '99999999999999999999'],
+     'SEED (--seed): expected an integer in [0, 2147483647], got 99999999999999999999'),
+    # typos and types in the user's words
+    (['--opts', 'TRAIN.EPOCH', '3'], 'unknown config key TRAIN.EPOCH; did you mean TRAIN.EPOCHS'),
+    (['--opts', 'DATA.EPOCHS', '3'], 'unknown config key DATA.EPOCHS; did you mean TRAIN.EPOCHS?'),
+    (['--opts', 'TRAIN.EPOCHS', 'three'], "TRAIN.EPOCHS expects an integer, got 'three'"),
+    (['--opts', 'TRAIN.WEIGHT_DECAY', 'lots'], "TRAIN.WEIGHT_DECAY expects a number, got 'lots'"),
 ])
 def test_config_values_out_of_range_are_one_line_exit_2(args, named, capsys, tmp_path):
     import main
@@ -100,6 +112,32 @@ def test_config_values_out_of_range_are_one_line_exit_2(args, named, capsys, tmp
     err = capsys.readouterr().err
     assert err.count('\n') == 1 and named in err and 'Traceback' not in err, err
     assert not os.listdir(tmp_path)  # nothing written into the run folder
+
+
+@pytest.mark.parametrize('text,named', [
+    ('BASE: 5\n', 'BASE: expected a config file name or a list of them'),
+    ("BASE: [['x']]\n", 'BASE: expected a config file name or a list of them'),
+    ('TRAIN:\n  EPOCH: 3\n', 'unknown config key TRAIN.EPOCH; did you mean TRAIN.EPOCHS'),
+    ('TRAIN:\n  EPOCHS: three\n', "TRAIN.EPOCHS expects an integer, got 'three'"),
+    ('TRAIN:\n  EPOCHS: 3\n   BASE_LR: 0.1\n', 'bad.yaml:3:'),  # a YAML syntax error: file:line
+    ('DATA: [1, 2\n', 'bad.yaml:2:'),
+])
+def test_config_file_errors_are_one_line_exit_2(text, named, capsys, tmp_path):
+    import main
+    (tmp_path / 'bad.yaml').write_text(text)
+    assert main.main(['--cfg', str(tmp_path / 'bad.yaml'), '--output', str(tmp_path / 'out')]) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and named in err and 'Traceback' not in err, err
+    assert not os.path.exists(tmp_path / 'out')
+
+
+def test_an_integer_for_a_float_key_is_the_number_meant(tmp_path):
+    """yacs refused TRAIN.WEIGHT_DECAY 0 as a type mismatch (int vs. float)."""
+    assert load_config(TOY_CFG, ['TRAIN.WEIGHT_DECAY', '0']).TRAIN.WEIGHT_DECAY == 0.0
+    (tmp_path / 'c.yaml').write_text('TRAIN:\n  WEIGHT_DECAY: 1\n  EPOCHS: 3\n')
+    config = load_config(str(tmp_path / 'c.yaml'))
+    assert isinstance(config.TRAIN.WEIGHT_DECAY, float) and config.TRAIN.WEIGHT_DECAY == 1.0
+    assert config.TRAIN.EPOCHS == 3
 
 
 # ------------------------------------------------------------------------------------------- annotation files

@@ -19,6 +19,20 @@ def test_unknown_flags_are_an_error(capsys):
     assert e.value.code == 2 and 'unrecognized arguments: --data-pth' in capsys.readouterr().err
 
 
+@pytest.mark.parametrize('args,expected', [
+    (['--batchsize', '3'], 'did you mean --batch-size (not --batchsize)?'),
+    (['--resmue', 'x.pth'], 'did you mean --resume (not --resmue)?'),
+    (['--seed', 'abc'], "argument --seed: invalid int value: 'abc'; main.py --help lists the flags"),
+    (['--no-such-flag'], 'main.py --help lists the flags'),
+])
+def test_command_line_errors_are_one_line_with_the_closest_flag(args, expected, capsys):
+    """argparse printed its 7-line usage before the error."""
+    with pytest.raises(SystemExit) as e:
+        main.parse_args(['--cfg', TOY_CFG] + args)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count('\n') == 1 and err.startswith('main.py: error: ') and expected in err, err
+
+
 @pytest.mark.parametrize('flag', ['--local_rank', '--local-rank'])
 def test_deprecated_launcher_flag_in_both_spellings(flag):
     assert main.parse_args(['--cfg', TOY_CFG, flag, '3']).local_rank == 3

@@ -194,6 +194,49 @@ def test_eval_never_overwrites_the_training_run(data, finished_run, own_output):
     assert load_config(os.path.join(evaluated, 'config.yaml')).EVAL_MODE
 
 
+# ------------------------------------------------------------------------------------- a run folder, one config
+def test_continuing_a_run_with_a_changed_setting_is_refused_and_writes_nothing(data, finished_run, capsys):
+    """The same run folder with another weight decay and smoothing used to auto-resume, train nothing, report
+    the old result and rewrite config.yaml as if best.pth had been trained with the new values."""
+    out, folder = finished_run
+    before = _hashes(folder)
+    changed = tiny_opts(data, TRAIN__EPOCHS=1, TRAIN__FINAL_TEST=True, TRAIN__WEIGHT_DECAY=0.1, AUG__LABEL_SMOOTH=0.0)
+    for extra in ([], ['--resume', os.path.join(folder, 'last.pth')]):  # auto-resume, and --resume into the folder
+        code = main.main(['--cfg', TOY_CFG, '--output', out, '--tag', 't', '--opts', *changed] + extra)
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert 'TRAIN.WEIGHT_DECAY 0.05 -> 0.1' in err and 'AUG.LABEL_SMOOTH 0.1 -> 0' in err and '--tag NAME' in err
+        assert 'DATA.NUM_WORKERS' in err  # the keys that may change are named
+    assert _hashes(folder) == before
+
+
+def test_keys_that_may_change_on_resume_are_allowed_and_returned_for_the_log(data, finished_run):
+    from engine.run_identity import check_same_run
+    out, folder = finished_run
+    config = load_config(TOY_CFG, tiny_opts(data, TRAIN__EPOCHS=3, TRAIN__FINAL_TEST=True, PRINT_FREQ=5),
+                         output=out, tag='t')
+    assert check_same_run(config, world_size=1, resumes_from_folder=True) == ['TRAIN.EPOCHS 1 -> 3',
+                                                                              'PRINT_FREQ 1 -> 5']
+    # the run's own config.yaml given back as --cfg continues the run (its LRs are already scaled)
+    assert check_same_run(load_config(os.path.join(folder, 'config.yaml')), 1, True) == []
+    # a start that does not continue the run (--eval) is not compared
+    evaluation = load_config(TOY_CFG, tiny_opts(data, TRAIN__WEIGHT_DECAY=0.1), output=out, tag='t', eval=True,
+                             resume=os.path.join(folder, 'best.pth'))
+    assert check_same_run(evaluation, 1, True) == []
+
+
+def test_the_runs_config_yaml_evaluates_its_best_checkpoint(finished_run, capsys):
+    """config.yaml given back as --cfg, end to end: before, a config with a BASE: was not loadable and every
+    config.yaml put its run folder under itself again (OUTPUT held the whole path)."""
+    out, folder = finished_run
+    before = {k: v for k, v in _hashes(folder).items() if not k.startswith('eval' + os.sep)}
+    assert main.main(['--cfg', os.path.join(folder, 'config.yaml'), '--eval', '--resume',
+                      os.path.join(folder, 'best.pth')]) == 0
+    assert os.path.isfile(os.path.join(folder, 'eval', 'best_1x1', 'eval_results.json'))
+    after = _hashes(folder)
+    assert {k: after[k] for k in before} == before
+
+
 # --------------------------------------------------------------------------------------------------- logging
 def test_console_summary_and_file_details(tmp_path, capsys):
     log = logging.getLogger('start_test')

@@ -164,14 +164,15 @@ def test_mid_epoch_resume_on_more_processes_continues_at_the_same_clip(work, bas
 
 def test_mid_epoch_resume_on_fewer_processes_maps_the_position_by_clips(work):
     """2 processes x 2 clips (4 per update), SIGTERM after k updates; resumed on 1 process x 2 clips (2 per
-    update) it continues at update 2k of 8: the clips consumed, not the count of the old updates."""
+    update) it continues at update 2k of 8: the clips consumed, not the count of the old updates. Another
+    total batch is another run: it goes into a folder of its own (--tag) with --resume."""
     args = _args(work, 'shrink', DATA__BATCH_SIZE=2)
     folder = run_folder(work['out'], 'shrink')
     results = signal_ranks_when([args] * 2, os.path.join(folder, 'log_rank0.txt'), 'Train: [0/2][1/4]', TERM)
     assert [code for code, _ in results] == [0, 0], results[0][1][-3000:]
     step = torch.load(os.path.join(folder, 'last.pth'), weights_only=True)['epoch_step']
     assert 0 < step < 4
-    out = run_main(args).stdout
+    out = run_main(_args(work, 'shrink-1', '--resume', os.path.join(folder, 'last.pth'), DATA__BATCH_SIZE=2)).stdout
     assert f'resumed: epoch 0, step {2 * step} of 8' in out
     trained = [line for line in out.splitlines() if 'Train: [0/2][' in line]
     assert f'Train: [0/2][{2 * step + 1}/8]' in trained[0] and len(trained) == 8 - 2 * step
