@@ -294,6 +294,7 @@ _VALUE_RANGES = (
     ('TRAIN.EPOCHS', None, 1, None, _COUNT),
     ('TRAIN.WARMUP_EPOCHS', None, 0, None, _NON_NEGATIVE),
     ('TRAIN.ACCUMULATION_STEPS', '--accumulation-steps', 0, None, _COUNT),
+    ('TRAIN.GLOBAL_BATCH_SIZE', None, 0, None, _COUNT),
     ('TRAIN.WEIGHT_DECAY', None, 0.0, None, _NON_NEGATIVE),
     ('TRAIN.BASE_LR', None, 0.0, None, _NON_NEGATIVE),
     ('TRAIN.WARMUP_LR', None, 0.0, None, _NON_NEGATIVE),
