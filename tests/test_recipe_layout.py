@@ -49,6 +49,7 @@ def test_the_released_scripts_global_batches():
 def test_fewer_gpus_accumulate_to_the_published_global_batch_with_its_lr(caplog):
     published = apply_lr_scaling(apply_global_batch(load_config(K400_BASE), 4), 4)
     with caplog.at_level(logging.INFO, logger='engine.layout'):
+        caplog.clear()
         two = apply_global_batch(load_config(K400_BASE), 2)
     assert (published.TRAIN.ACCUMULATION_STEPS, two.TRAIN.ACCUMULATION_STEPS) == (1, 2)
     lines = [r.getMessage() for r in caplog.records]
