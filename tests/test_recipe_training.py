@@ -1,10 +1,12 @@
 """The same global batch on another layout trains the same model: main.py runs (torchrun / gloo ranks on the CPU)
 with every random draw of the step on (DropPath, mixup/cutmix, colour jitter, RandAugment, random erasing)."""
 import os
+import subprocess
 
 import pytest
+import torch
 
-from engine_helpers import (TERM, TOY_CFG, make_tiny_data, model_tensors, run_folder, run_main, run_ranks,
+from engine_helpers import (REPO, TERM, TOY_CFG, env, make_tiny_data, model_tensors, run_folder, run_main,
                             signal_ranks_when, tiny_opts)
 
 pytestmark = pytest.mark.slow
@@ -26,9 +28,9 @@ def _args(work, tag, *extra, **opts):
             '--opts', *tiny_opts(work['data'], **dict(RANDOM_STEP, **opts))]
 
 
-def _relative_difference(work, tag_a, tag_b):
-    a = model_tensors(os.path.join(run_folder(work['out'], tag_a), 'last.pth'))
-    b = model_tensors(os.path.join(run_folder(work['out'], tag_b), 'last.pth'))
+def _relative_difference(folder_a, folder_b):
+    a = model_tensors(os.path.join(folder_a, 'last.pth'))
+    b = model_tensors(os.path.join(folder_b, 'last.pth'))
     largest = max(float(t.abs().max()) for t in a.values() if t.is_floating_point() and t.numel())
     return max(float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].numel()) / largest
 
@@ -39,7 +41,7 @@ def test_one_process_two_steps_two_processes_one_step_and_a_resume_on_one_proces
     one = run_main(_args(work, 'one', DATA__BATCH_SIZE=2, TRAIN__GLOBAL_BATCH_SIZE=4)).stdout
     assert 'global batch 4 (TRAIN.GLOBAL_BATCH_SIZE): 1 process x 2 clips x 2 accumulation steps' in one
     run_main(_args(work, 'two', DATA__BATCH_SIZE=2, TRAIN__GLOBAL_BATCH_SIZE=4), nproc=2)
-    assert _relative_difference(work, 'one', 'two') < TOLERANCE
+    assert _relative_difference(run_folder(work['out'], 'one'), run_folder(work['out'], 'two')) < TOLERANCE
 
     args = _args(work, 'moved', DATA__BATCH_SIZE=2, TRAIN__GLOBAL_BATCH_SIZE=4)
     folder = run_folder(work['out'], 'moved')
@@ -47,21 +49,36 @@ def test_one_process_two_steps_two_processes_one_step_and_a_resume_on_one_proces
     assert [code for code, _ in results] == [0, 0], results[0][1][-3000:]
     resumed = run_main(args).stdout
     assert 'resumed: epoch 0, step ' in resumed and 'step 4 of 4' not in resumed  # mid-epoch
-    assert _relative_difference(work, 'one', 'moved') < TOLERANCE
+    assert _relative_difference(run_folder(work['out'], 'one'), folder) < TOLERANCE
 
 
-def test_one_process_four_steps_equals_four_processes_with_randaugment_and_random_erasing(work):
-    extra = dict(DATA__BATCH_SIZE=2, TRAIN__GLOBAL_BATCH_SIZE=8, AUG__AUTO_AUGMENT='rand-m9-mstd0.5-inc1',
-                 AUG__REPROB=0.5, AUG__REMODE='pixel')
-    run_main(_args(work, 'one4', **extra))
-    run_ranks([_args(work, 'four', **extra)] * 4)
-    assert _relative_difference(work, 'one4', 'four') < TOLERANCE
+def test_a_shipped_script_on_one_gpu_trains_the_published_4_gpu_model(tmp_path):
+    """scripts/kinetics400/video-focalnet_base.sh (published: 4 GPUs x 8 clips) on 1 process takes 4 accumulation
+    steps, logs it and keeps the published LR; 1 x 4 = 4 x 1 with RandAugment and random erasing on (and DropPath,
+    mixup/cutmix). --accumulation-steps that contradicts the global batch: one line, exit code 2."""
+    data = make_tiny_data(str(tmp_path / 'data'), num_train=32, num_val=1)
+    opts = tiny_opts(data, **dict(RANDOM_STEP, DATA__BATCH_SIZE=8, MODEL__NUM_CLASSES=8, DATA__NUM_CLASSES=8,
+                                  TRAIN__LR_SCALING=True, TRAIN__BASE_LR=0.1, TRAIN__AMP='none',
+                                  AUG__AUTO_AUGMENT='rand-m9-mstd0.5-inc1', AUG__REPROB=0.5, AUG__REMODE='pixel'))
+    script = os.path.join(REPO, 'scripts', 'kinetics400', 'video-focalnet_base.sh')
 
-
-def test_accumulation_steps_that_contradict_the_global_batch_exit_2_in_one_line(work):
-    proc = run_main(_args(work, 'contra', '--accumulation-steps', '3', TRAIN__GLOBAL_BATCH_SIZE=8), check=False)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith('main.py: error: TRAIN.ACCUMULATION_STEPS (--accumulation-steps) 3')
-    assert 'TRAIN.GLOBAL_BATCH_SIZE 12, or 0' in lines[0]
-    assert not os.path.exists(run_folder(work['out'], 'contra'))
+    def launch(gpus, tag, *extra):
+        run_env = dict(env(), GPUS=str(gpus), OUTPUT=str(tmp_path / 'out'))
+        return subprocess.run(['bash', script, '--pretrained', '', '--tag', tag, *extra, '--opts', *opts],
+                              cwd=REPO, env=run_env, capture_output=True, text=True, timeout=600)
+    refused = launch(1, 'refused', '--accumulation-steps', '2')
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('main.py: error: TRAIN.ACCUMULATION_STEPS (--accumulation-steps) '
+                                                   '2: 1 process(es) x 8 clips x 2 = 16 clips per update')
+    folders = {}
+    for gpus in (1, 4):
+        proc = launch(gpus, f'gpus{gpus}')
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+        assert 'BASE_LR 0.1 -> 0.00625' in proc.stdout  # the published 4-GPU run's LR
+        folders[gpus] = os.path.join(tmp_path, 'out', 'kinetics400', 'video-focalnet_base', f'gpus{gpus}')
+    assert 'global batch 32 (TRAIN.GLOBAL_BATCH_SIZE): 1 process x 8 clips x 4 accumulation steps' in \
+        open(os.path.join(folders[1], 'log_rank0.txt')).read()
+    last = torch.load(os.path.join(folders[1], 'last.pth'), weights_only=True)
+    assert (last['global_batch_size'], last['world_size'], last['accumulation_steps']) == (32, 1, 4)
+    assert _relative_difference(folders[1], folders[4]) < TOLERANCE
