@@ -152,3 +152,13 @@ def test_keyed_masks_are_replayed_by_activation_checkpointing(checkpointing):
             model(clips).square().sum().backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
     assert torch.allclose(grads[0], grads[1], rtol=1e-5, atol=1e-7)
+
+
+def test_a_runs_stored_config_trains_the_same_global_batch_on_another_layout(tmp_path):
+    """config.yaml of a 2-process run holds its derived 2 accumulation steps: used as --cfg on 4 processes it
+    takes 1 step, while the same value on the command line is checked against the global batch."""
+    stored = tmp_path / 'config.yaml'
+    stored.write_text(f"BASE: ['{K400_BASE}']\nTRAIN:\n  ACCUMULATION_STEPS: 2\n")
+    assert apply_global_batch(load_config(str(stored)), 4).TRAIN.ACCUMULATION_STEPS == 1
+    with pytest.raises(Exception, match='ACCUMULATION_STEPS'):
+        apply_global_batch(load_config(str(stored), ['TRAIN.ACCUMULATION_STEPS', '2']), 4)
