@@ -44,6 +44,7 @@ from engine.checkpoint import CheckpointError, PretrainedMismatchError
 from engine.checkpoint.weights import set_allow_non_finite
 from engine.config import ConfigError, apply_lr_scaling, config_to_yaml, get_config, keys_the_original_ignored
 from engine.data_summary import log_data_summary
+from engine.layout import apply_global_batch
 from engine.preflight import check_run_files, will_auto_resume
 from engine.run_identity import check_same_run
 from engine.evaluator import evaluate_checkpoint
@@ -198,6 +199,8 @@ def run(config: Any, dist_info: du.DistInfo, resume_changes: Optional[List[str]]
     # --throughput measures and writes nothing; the other modes' log file waits for start_run
     setup_logging(None if config.THROUGHPUT_MODE else config.OUTPUT, dist_info.rank, config.MODEL.NAME,
                   defer_file=True)
+    if not (config.EVAL_MODE or config.THROUGHPUT_MODE):  # the recipe's global batch on these processes
+        config = apply_global_batch(config, dist_info.world_size, logger)
     prepare_toy_data(config, dist_info)  # logged, so that the generation of a fresh checkout is visible
     base_lr = config.TRAIN.BASE_LR
     if not (config.EVAL_MODE or config.THROUGHPUT_MODE):

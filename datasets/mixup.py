@@ -27,7 +27,10 @@ Reproduces the original ``CutmixMixupBlending`` (spec 3.7) and wires the keys it
 Randomness comes from an explicitly seeded NumPy ``Generator`` (a few scalars per batch, drawn on the
 CPU); only the pixel mixing runs on the tensor's device, so CPU and GPU runs draw the same numbers and
 no device synchronisation is needed. :meth:`Mixup.set_epoch` reseeds from ``(seed, epoch)`` and
-:meth:`Mixup.state_dict` captures the generator for mid-epoch resumption.
+:meth:`Mixup.state_dict` captures the generator for mid-epoch resumption (one stream per process, the
+original's behaviour); :meth:`Mixup.reseed` instead keys the draws of one micro-batch, so that the
+trainer can make them independent of the process and accumulation step it lands on
+(``engine/step_random.py``).
 
 The loss for the soft targets is ``timm.loss.SoftTargetCrossEntropy`` (mean over the batch of
 ``-sum(target * log_softmax(logits))``, identical to the original's).
@@ -131,6 +134,11 @@ class Mixup:
         """Reseed from ``(seed, epoch)`` so that a run resumed at an epoch boundary draws the same."""
         seed = list(self.seed) if isinstance(self.seed, (list, tuple)) else [int(self.seed)]
         self.rng = np.random.default_rng(seed + [int(epoch)])
+
+    def reseed(self, key: Sequence[int]) -> None:
+        """Draw from a generator seeded by ``key`` (e.g. SEED, epoch and micro-batch index) from now on; the
+        stream is this class's own, distinct from others seeded with the same key."""
+        self.rng = np.random.default_rng([int(k) for k in key] + [_STREAM_TAG])
 
     def state_dict(self) -> Dict[str, Any]:
         """The generator state (plain Python ints and strings, safe for ``torch.load(weights_only=True)``)."""

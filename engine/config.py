@@ -241,6 +241,10 @@ def update_config(config: CN, args: Any) -> CN:
         config.TRAIN.PRETRAINED_PATH = args.pretrained
     if _flag(args, 'accumulation_steps') is not None:
         config.TRAIN.ACCUMULATION_STEPS = int(args.accumulation_steps)
+    elif config.TRAIN.GLOBAL_BATCH_SIZE and 'TRAIN.ACCUMULATION_STEPS' not in list(_flag(args, 'opts') or [])[0::2]:
+        # derived from the global batch at start-up (engine/layout.py): a file's value, e.g. the one a run's
+        # config.yaml stores for its own layout, is not a request; one on the command line must agree with it
+        config.TRAIN.ACCUMULATION_STEPS = 0
     if _flag(args, 'use_checkpoint'):
         config.TRAIN.USE_CHECKPOINT = True
     if _flag(args, 'amp_opt_level'):
@@ -394,6 +398,7 @@ _VALUE_RANGES = (
     ('TRAIN.EPOCHS', None, 1, None, _COUNT),
     ('TRAIN.WARMUP_EPOCHS', None, 0, None, _NON_NEGATIVE),
     ('TRAIN.ACCUMULATION_STEPS', '--accumulation-steps', 0, None, _COUNT),
+    ('TRAIN.GLOBAL_BATCH_SIZE', None, 0, None, _COUNT),
     ('TRAIN.WEIGHT_DECAY', None, 0.0, None, _NON_NEGATIVE),
     ('TRAIN.BASE_LR', None, 0.0, None, _NON_NEGATIVE),
     ('TRAIN.WARMUP_LR', None, 0.0, None, _NON_NEGATIVE),

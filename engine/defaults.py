@@ -99,6 +99,9 @@ _C.TRAIN.AUTO_RESUME = True               # resume from OUTPUT/last.pth; never o
 # OUTPUT/previous-<time>/ (without it such a start is refused, so best.pth is never replaced by accident)
 _C.TRAIN.ALLOW_START_OVER = False
 _C.TRAIN.ACCUMULATION_STEPS = 0           # micro-batches per optimizer update (0 and 1: one)
+_C.TRAIN.GLOBAL_BATCH_SIZE = 0            # clips per optimizer update of the recipe (0: BATCH_SIZE x processes x
+                                          # ACCUMULATION_STEPS); set, the accumulation steps are derived from it
+_C.TRAIN.LAYOUT_FREE_RANDOMNESS = True    # step randomness keyed by (SEED, epoch, micro-batch): False = per process
 _C.TRAIN.USE_CHECKPOINT = False           # gradient checkpointing of every block (saves memory, costs time)
 # keep only conv/matmul outputs for backward and recompute element-wise ops (same results, less activation
 # memory); ignored when USE_CHECKPOINT recomputes whole blocks

@@ -64,7 +64,8 @@ def pick_random_state(checkpoint: Dict[str, Any], rank: int, world_size: int) ->
         return None
     if world_size > 1 or per_rank:
         _logger.warning(f'random states were saved for {max(1, len(per_rank))} process(es), resuming with '
-                        f'{world_size}: every rank starts from rank 0\'s states (results will not match an '
+                        f'{world_size}: every rank starts from rank 0\'s states (the training step does not draw from '
+                        'them with TRAIN.LAYOUT_FREE_RANDOMNESS, the default; without it results will not match an '
                         'uninterrupted run exactly)')
     return {'rng': checkpoint['rng'], 'mixup': checkpoint.get('mixup')}
 

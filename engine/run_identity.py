@@ -88,7 +88,11 @@ def _effective_layout(flat: Dict[str, Any], world_size: int) -> Dict[str, Any]:
     """Total clips per optimizer update and the LRs the optimizer uses (``engine.config.apply_lr_scaling``)."""
     accumulation = max(1, int(flat['TRAIN.ACCUMULATION_STEPS']))
     total = int(flat['DATA.BATCH_SIZE']) * accumulation * world_size
-    factor = flat['DATA.BATCH_SIZE'] * world_size / 512.0 * accumulation if flat['TRAIN.LR_SCALING'] else 1.0
+    if int(flat.get('TRAIN.GLOBAL_BATCH_SIZE', 0) or 0) > 0:
+        # the accumulation steps are derived from the recipe's global batch on the processes present
+        # (engine.layout), after this check: the stored config holds the derived value, a new start the file's
+        total = int(flat['TRAIN.GLOBAL_BATCH_SIZE'])
+    factor = total / 512.0 if flat['TRAIN.LR_SCALING'] else 1.0
     return {'total batch': total, **{key: flat[key] * factor for key in ('TRAIN.BASE_LR', 'TRAIN.WARMUP_LR',
                                                                           'TRAIN.MIN_LR')}}
 

@@ -24,7 +24,7 @@ import math
 import os
 import time
 from contextlib import nullcontext
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, ContextManager, Dict, List
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -45,6 +45,7 @@ from engine.meters import AverageMeter
 from utils.progress import ProgressBar, format_duration
 from engine.optim import build_optimizer, clip_gradients
 from engine.preemption import PreemptedError, PreemptionFlag
+from engine.step_random import keyed_randomness, micro_batch_index, micro_batch_key
 from engine.resume import decide_start, gather_random_states, move_aside, restore_training_state, resume_position, \
     skip_first_batches
 from utils import distributed as du
@@ -225,6 +226,7 @@ class Trainer:
             max_accuracy=self.state['max_accuracy'], epoch_record=self.state['epoch_record'],
             is_best=bool(self.state['is_best']), world_size=self.dist.world_size,
             batch_size=self.config.DATA.BATCH_SIZE, accumulation_steps=self.accum, config=config_to_yaml(self.config),
+            global_batch_size=self.accum * self.config.DATA.BATCH_SIZE * self.dist.world_size,
             rng=random_states[0]['rng'], mixup=random_states[0]['mixup'], rng_per_rank=random_states)
 
     def restore_random_state(self) -> None:
@@ -310,7 +312,9 @@ class Trainer:
                 data_time += time.time() - tick
                 pending[0] += batch['num_unreadable']  # host tensors (the loader's), added without a read
                 pending[1] += batch['label'].shape[0] / max(1, config.AUG.REPEATED_AUG)
-                loss_sum += self.forward_backward(batch, last=micro == self.accum - 1)
+                index = micro_batch_index(update, micro, self.accum, self.dist.rank, self.dist.world_size)
+                with self.step_randomness(epoch, index):
+                    loss_sum += self.forward_backward(batch, last=micro == self.accum - 1)
             global_step = epoch * self.updates_per_epoch + update
             grad_norm_t = self.unscale_and_clip(global_step)
             # One collective per update: [non-finite loss, preemption, unreadable, drawn] summed over ranks,
@@ -403,6 +407,17 @@ class Trainer:
                 loss = self.criterion(self.train_model(imgs), targets)
             self.scaler.scale(loss / self.accum).backward()
         return loss.detach().float()
+
+    def step_randomness(self, epoch: int, index: int) -> ContextManager[None]:
+        """The generators of the draws of micro-batch ``index`` of ``epoch`` (DropPath, dropout, erasing noise,
+        mixup/cutmix): keyed by (SEED, epoch, index) with TRAIN.LAYOUT_FREE_RANDOMNESS, so that they do not
+        depend on the process and accumulation step the micro-batch lands on (``engine/step_random.py``);
+        otherwise the process's own streams, as in the original."""
+        if not self.config.TRAIN.LAYOUT_FREE_RANDOMNESS:
+            return nullcontext()
+        if self.mixup is not None:
+            self.mixup.reseed(micro_batch_key(self.config.SEED, epoch, index))
+        return keyed_randomness(self.config.SEED, epoch, index, self.device)
 
     def unscale_and_clip(self, global_step: int) -> torch.Tensor:
         """LR for this update, unscale (fp16), clip once; returns the gradient norm before clipping, on the

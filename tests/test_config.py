@@ -106,6 +106,8 @@ def test_shipped_configs_state_the_published_recipe():
             for key, value in theirs[section].items():
                 if key in ('TRAIN_FILE', 'VAL_FILE', 'ROOT') or isinstance(value, dict):
                     continue
+                if key == 'GLOBAL_BATCH_SIZE':  # from the released scripts, not the yamls (test_recipe_layout.py)
+                    continue
                 expected = stated.get((section, key), value)
                 assert ours[section][key] == expected, f'{dataset}/{name}: {section}.{key}'
         assert ours.MODEL.FOCAL == theirs.MODEL.FOCAL
@@ -301,3 +303,17 @@ def test_a_run_may_continue_on_another_number_of_processes_with_the_same_total_b
     refused, _ = compare_settings(old, 2, load_config(TOY, scaled + ['DATA.BATCH_SIZE', '4', 'TRAIN.BASE_LR',
                                                                      '0.5']), 4)
     assert len(refused) == 1 and refused[0].startswith('TRAIN.BASE_LR')
+
+
+def test_a_run_with_a_global_batch_continues_on_any_layout_that_reaches_it():
+    """The stored config of a TRAIN.GLOBAL_BATCH_SIZE run holds the accumulation steps derived on its processes;
+    the same command (the file's steps, not yet derived) continues it on any layout of that global batch."""
+    from engine.layout import apply_global_batch
+    from engine.run_identity import compare_settings
+    recipe = ['TRAIN.LR_SCALING', 'True', 'TRAIN.GLOBAL_BATCH_SIZE', '32', 'DATA.BATCH_SIZE', '8']
+    old = apply_lr_scaling(apply_global_batch(load_config(TOY, recipe), world_size=1), world_size=1)
+    assert old.TRAIN.ACCUMULATION_STEPS == 4
+    assert compare_settings(old, 1, load_config(TOY, recipe), 1) == ([], [])
+    assert compare_settings(old, 1, load_config(TOY, recipe), 2) == ([], [])
+    refused, _ = compare_settings(old, 1, load_config(TOY, recipe[:3] + ['64', 'DATA.BATCH_SIZE', '8']), 1)
+    assert refused and any(r.startswith('TRAIN.GLOBAL_BATCH_SIZE 32 -> 64') for r in refused)

@@ -28,9 +28,10 @@ ENTRIES: Tuple[Tuple[Tuple[str, ...], str], ...] = (
     (('epoch_record', 'is_best'), "epoch `epoch`'s line of `metrics.jsonl` (validation top-1 of these weights "
                                   "included) and whether they are `best.pth`: a resume completes an interrupted "
                                   "save from them"),
-    (('world_size', 'batch_size', 'accumulation_steps'), 'processes, clips per process and micro-batches per '
-                                                         'update of the run that saved it: a mid-epoch resume with '
-                                                         'another global batch maps `epoch_step` by clips consumed'),
+    (('world_size', 'batch_size', 'accumulation_steps', 'global_batch_size'),
+     'processes, clips per process and micro-batches per update of the run that saved it, and their product, the '
+     'global batch: a mid-epoch resume maps `epoch_step` by clips consumed, and with the same global batch on '
+     'another layout continues exactly'),
     (('config',), 'the merged config as YAML text'),
     (('rng', 'mixup'), "rank 0's Python, NumPy, torch CPU and CUDA RNG states, and its Mixup/CutMix generator "
                        "(`None` without mixing)"),

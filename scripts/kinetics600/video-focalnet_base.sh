@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Video-FocalNet-B on Kinetics-600: configs/kinetics600/video-focalnet_base.yaml
 # Published recipe: 4 GPUs x 8 clips (LR 0.1 x 32 / 512 = 0.00625); reported top-1 86.7% (4x3 views).
-# The LR follows the total batch (TRAIN.LR_SCALING), so fewer GPUs train with a smaller LR; to keep the
-# published total batch on fewer GPUs add --accumulation-steps N.
+# On fewer GPUs the run accumulates gradients to the same global batch of 32 (TRAIN.GLOBAL_BATCH_SIZE; the log
+# names the layout it chose); --opts TRAIN.GLOBAL_BATCH_SIZE N (or 0) trains another one.
 #
 #   [GPUS=4 (default: all visible GPUs)] [DATA_ROOT=...] [OUTPUT=output] scripts/kinetics600/video-focalnet_base.sh [main.py args]
 #   NNODES=2 NODE_RANK=0|1 MASTER_ADDR=node0 GPUS=8 scripts/kinetics600/video-focalnet_base.sh   # on each node
