@@ -7,7 +7,8 @@ model). ``check_run_files`` looks at the files the mode reads, in the order a us
 * the annotation lists the mode reads (``DATA.TRAIN_FILE`` / ``VAL_FILE`` / ``TEST_FILE``, see
   ``engine.data_summary.lists_read``) and, for training, ``DATA.LABEL_LIST`` (``--eval`` goes without names);
 * the videos: a list none of whose first 20 videos exists (a wrong ``DATA.ROOT``);
-* training without a checkpoint to resume: ``TRAIN.PRETRAINED_PATH`` (the ImageNet start).
+* training without a checkpoint to resume: ``TRAIN.PRETRAINED_PATH`` (the ImageNet start): present, a state
+  dict, and finite (weights holding NaN / inf would only show up as a NaN loss, after the run folder was made).
 
 The first problem is raised as a ``ConfigError`` of one line: what the file is for, the path as it was
 resolved (absolute, and relative to what), and what to do; the other missing files are named after it, so
@@ -23,6 +24,7 @@ from typing import Any, Iterable, List, Optional, Tuple
 from datasets import AnnotationError
 from datasets.annotations import join_root, parse_annotation_lines
 from engine.config import ConfigError
+from engine.checkpoint.weights import pretrained_problem
 from engine.data_summary import lists_read
 from engine.defaults import _C
 from engine.resume import EPOCH_CHECKPOINT, checkpoint_problem  # auto-resume's file names and structure check
@@ -78,6 +80,14 @@ def _missing_pretrained(path: str) -> Optional[str]:
     return (f'TRAIN.PRETRAINED_PATH {path} (the ImageNet-1k FocalNet-SRF weights training starts from): not found at '
             f'{where}; download {name} from the ImageNet-1K models of {FOCALNET_REPO} (README, release v1.0.0) to that '
             f'path or pass --pretrained PATH, {start}')
+
+
+def _unusable_pretrained(path: str) -> Optional[str]:
+    problem = pretrained_problem(path)
+    if problem is None:
+        return None
+    return (f"TRAIN.PRETRAINED_PATH {path} (the weights training starts from): cannot be used: {problem}; pass "
+            f"another file, or --pretrained '' to train from scratch")
 
 
 def _missing_list(key: str, path: str, root: str) -> Optional[str]:
@@ -159,7 +169,8 @@ def run_file_problems(config: Any, generated: Iterable[str] = ()) -> List[str]:
     if not any(problems):  # the lists are there: do they name videos that are?
         problems.append(_missing_videos(config, lists))
     if not config.EVAL_MODE and not resume and config.TRAIN.PRETRAINED_PATH and not will_auto_resume(config):
-        problems.append(_missing_pretrained(config.TRAIN.PRETRAINED_PATH))
+        problems.append(_missing_pretrained(config.TRAIN.PRETRAINED_PATH)
+                        or _unusable_pretrained(config.TRAIN.PRETRAINED_PATH))
     return [p for p in problems if p]
 
 

@@ -162,3 +162,30 @@ def test_disk_full_during_a_checkpoint_write(work, tmp_path, monkeypatch, capsys
     assert not [n for n in os.listdir(folder) if n.endswith('.tmp')]
     assert torch.load(os.path.join(folder, 'last.pth'), weights_only=True)['epoch'] == 0
     assert [m['epoch'] for m in _metrics(folder)] == [0]
+
+
+def test_pretrained_weights_holding_nan_are_refused_before_any_folder(work, tmp_path, capsys):
+    """--pretrained with NaN weights: one line naming the file and the tensor, exit 2, no run folder; the
+    library entry (load_pretrained) refuses them before the first copy too."""
+    import main
+    from engine.checkpoint import CheckpointError, load_pretrained
+    from models import build_model
+    from engine.config import load_config
+    model = build_model(load_config(TOY_CFG, tiny_opts(work['data'])))
+    state = dict(model.state_dict())  # weights that fit: only their values are wrong
+    state['head.bias'] = state['head.bias'].clone()
+    state['head.bias'][1] = float('nan')
+    nan_file = tmp_path / 'focalnet_tiny_srf.pth'
+    torch.save({'model': state}, nan_file)
+    out = tmp_path / 'fresh'
+    code = main.main(['--cfg', TOY_CFG, '--output', str(out), '--pretrained', str(nan_file),
+                      '--opts', *tiny_opts(work['data'])])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f'main.py: error: TRAIN.PRETRAINED_PATH {nan_file}') and 'head.bias (1 of' in err[0]
+    assert 'NaN or inf' in err[0] and not out.exists()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError, match='hold NaN or inf'):
+        load_pretrained(model, {'model': dict(model.state_dict(), **{'head.bias': torch.full_like(
+            model.state_dict()['head.bias'], float('inf'))})})
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
