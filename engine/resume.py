@@ -29,6 +29,7 @@ from engine.checkpoint.loading import PathLike, load_checkpoint_mapped
 from engine.checkpoint.saving import METRICS_FILE, read_best
 from engine.config import ConfigError
 from utils.distributed import all_gather_object
+from utils.run_lock import LOCK_NAME
 
 _logger = logging.getLogger(__name__)
 
@@ -202,6 +203,14 @@ def run_files(output_dir: str) -> List[str]:
     return sorted(n for n in os.listdir(output_dir) if n in ('last.pth', 'best.pth') or EPOCH_CHECKPOINT.fullmatch(n))
 
 
+def earlier_run_outputs(output_dir: str) -> List[str]:
+    """Everything in ``output_dir`` that a start over moves aside: all but this run's ``run.lock`` (held while
+    the decision is made, before this run writes anything else) and the ``previous-*`` folders of earlier starts."""
+    if not os.path.isdir(output_dir):
+        return []
+    return sorted(n for n in os.listdir(output_dir) if n != LOCK_NAME and not n.startswith('previous-'))
+
+
 def decide_start(config: Any) -> Dict[str, Any]:
     """Where training starts, decided once (rank 0) and then sent to every rank.
 
@@ -232,8 +241,10 @@ def decide_start(config: Any) -> Dict[str, Any]:
                              'starting from scratch would replace them; pass --resume CHECKPOINT, use another '
                              '--output / --tag, or set TRAIN.ALLOW_START_OVER True to move them aside and start over')
         return decision
-    decision['move_aside'] = existing + ([METRICS_FILE] if os.path.isfile(os.path.join(config.OUTPUT, METRICS_FILE))
-                                         else [])
+    # starting over: everything the earlier run wrote goes (its final test's eval_results.json and predictions.csv,
+    # eval/, tensorboard/, logs), so no file of the new run is mixed with or written over one of the old
+    decision['move_aside'] = earlier_run_outputs(config.OUTPUT) if existing else \
+        [METRICS_FILE] if os.path.isfile(os.path.join(config.OUTPUT, METRICS_FILE)) else []
     if existing:
         decision['best'] = dict(decision['best'], accuracy=None, exists=False)  # moved away before training
     return decision

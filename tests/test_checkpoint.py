@@ -513,3 +513,29 @@ def test_decide_start(tmp_path):
     save_checkpoint(os.path.join(cfg.OUTPUT, 'last.pth'), _epoch_state(6, 70.0, False))
     resumed = decide_start(cfg)
     assert resumed['name'] == 'last.pth' and resumed['best']['accuracy'] == 71.5 and resumed['best']['epoch'] == 4
+
+
+def test_start_over_moves_everything_the_earlier_run_wrote(tmp_path):
+    """TRAIN.ALLOW_START_OVER: the final test's eval_results.json / predictions.csv, eval/ and tensorboard/ of the
+    earlier run go aside with its checkpoints (the new run would write over them); run.lock and the folders of
+    earlier start-overs stay."""
+    from engine.config import load_config
+    from engine.resume import decide_start, move_aside
+    toy = os.path.join(REPO_ROOT, 'configs', 'toy', 'video-focalnet_toy.yaml')
+    cfg = load_config(toy, ['OUTPUT', str(tmp_path), 'TAG', 'r', 'TRAIN.ALLOW_START_OVER', 'True'])
+    os.makedirs(os.path.join(cfg.OUTPUT, 'eval', 'best_4x3'))
+    os.makedirs(os.path.join(cfg.OUTPUT, 'tensorboard'))
+    os.makedirs(os.path.join(cfg.OUTPUT, 'previous-20260101-000000'))
+    save_checkpoint(os.path.join(cfg.OUTPUT, 'best.pth'), _epoch_state(4, 71.5, True))
+    written = ['config.yaml', 'environment.json', 'eval_results.json', 'log_rank0.txt', 'metrics.jsonl',
+               'predictions.csv', 'run.lock', 'eval/best_4x3/eval_results.json', 'tensorboard/events.out.tfevents.1']
+    for name in written:
+        with open(os.path.join(cfg.OUTPUT, name), 'w') as f:
+            f.write(f'old run: {name}\n')
+    moved = decide_start(cfg)['move_aside']
+    assert moved == ['best.pth', 'config.yaml', 'environment.json', 'eval', 'eval_results.json', 'log_rank0.txt',
+                     'metrics.jsonl', 'predictions.csv', 'tensorboard']
+    folder = move_aside(cfg.OUTPUT, moved)
+    assert sorted(os.listdir(cfg.OUTPUT)) == sorted(['previous-20260101-000000', os.path.basename(folder), 'run.lock'])
+    for name in [n for n in written if n != 'run.lock']:
+        assert open(os.path.join(folder, name)).read() == f'old run: {name}\n'
