@@ -27,7 +27,7 @@ from engine.config import ConfigError
 from engine.checkpoint.weights import pretrained_problem
 from engine.data_summary import lists_read
 from engine.defaults import _C
-from engine.resume import EPOCH_CHECKPOINT, checkpoint_problem  # auto-resume's file names and structure check
+from engine.resume import EPOCH_CHECKPOINT, ResumeTarget, checkpoint_problem  # auto-resume's names and checks
 
 ORIGINAL_REPO = 'https://github.com/TalalWasim/Video-FocalNets'
 FOCALNET_REPO = 'https://github.com/microsoft/FocalNet'
@@ -60,8 +60,8 @@ def _missing_checkpoint(key: str, path: str, purpose: str) -> Optional[str]:
     return f'{problem}; check the path (a training run keeps last.pth and best.pth in its output folder)'
 
 
-def _unloadable_checkpoint(key: str, path: str, purpose: str) -> Optional[str]:
-    problem = checkpoint_problem(path)
+def _unloadable_checkpoint(key: str, path: str, purpose: str, target: Optional[ResumeTarget] = None) -> Optional[str]:
+    problem = checkpoint_problem(path, target)
     if problem is None:
         return None
     return f'{key} {path} ({purpose}): cannot be used: {problem}'
@@ -159,8 +159,11 @@ def run_file_problems(config: Any, generated: Iterable[str] = ()) -> List[str]:
                         'last.pth and best.pth in its output folder; auto-resume never applies to --eval)')
     elif resume:
         purpose = 'the checkpoint to evaluate' if config.EVAL_MODE else 'the checkpoint to resume training from'
+        # a training resume: the entries that need only the config (epoch range, state layouts) too; the
+        # trainer checks the rest (updates per epoch, optimizer shapes) before anything is restored
+        target = None if config.EVAL_MODE else ResumeTarget(epochs=config.TRAIN.EPOCHS)
         problems.append(_missing_checkpoint('--resume', resume, purpose)
-                        or _unloadable_checkpoint('--resume', resume, purpose))
+                        or _unloadable_checkpoint('--resume', resume, purpose, target))
     lists = [(key, path) for key, path in lists_read(config) if os.path.abspath(path) not in skip]
     problems += [_missing_list(key, path, config.DATA.ROOT) for key, path in lists]
     if not config.EVAL_MODE and os.path.abspath(config.DATA.LABEL_LIST or '.') not in skip:

@@ -45,8 +45,8 @@ from engine.meters import AverageMeter
 from utils.progress import ProgressBar, format_duration
 from engine.optim import build_optimizer, clip_gradients
 from engine.preemption import PreemptedError, PreemptionFlag
-from engine.resume import decide_start, gather_random_states, move_aside, restore_training_state, resume_position, \
-    skip_first_batches
+from engine.resume import ResumeTarget, decide_start, gather_random_states, move_aside, restore_training_state, \
+    resume_position, skip_first_batches
 from utils import distributed as du
 from utils.env import memory_mb
 from utils.logger import TensorBoardWriter
@@ -138,7 +138,11 @@ class Trainer:
         state: Dict[str, Any] = {'start_epoch': 0, 'start_step': 0, 'max_accuracy': 0.0, 'random': None,
                                  'best_accuracy': None, 'epoch_record': None, 'is_best': False}
         self.ema = None
-        decision = du.all_gather_object(decide_start(config) if self.dist.is_main else None)[0]
+        # every entry a resume uses is checked against this run before anything is restored or republished
+        target = ResumeTarget(epochs=config.TRAIN.EPOCHS, updates_per_epoch=self.updates_per_epoch,
+                              world_size=self.dist.world_size, batch_size=config.DATA.BATCH_SIZE,
+                              accumulation_steps=self.accum, optimizer=self.optimizer)
+        decision = du.all_gather_object(decide_start(config, target) if self.dist.is_main else None)[0]
         if decision['error']:
             raise ConfigError(decision['error'])
         best = decision['best']

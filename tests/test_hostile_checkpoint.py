@@ -189,3 +189,91 @@ def test_pretrained_weights_holding_nan_are_refused_before_any_folder(work, tmp_
         load_pretrained(model, {'model': dict(model.state_dict(), **{'head.bias': torch.full_like(
             model.state_dict()['head.bias'], float('inf'))})})
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+# ------------------------------------------------------------------ crafted or damaged last.pth: checked before use
+def _craft(checkpoint, case):
+    """``checkpoint`` (epoch 1, the last of 2) with the one entry ``case`` damages; the field the refusal names."""
+    c = dict(checkpoint)
+    rng_states = [c['rng']] + [r['rng'] for r in c['rng_per_rank']]
+    if case == 'epoch_negative':
+        c['epoch'] = -5
+    elif case == 'epoch_huge':
+        c['epoch'] = 10**12
+    elif case in ('step_negative', 'step_huge'):
+        c['epoch'], c['epoch_step'] = 0, -5 if case == 'step_negative' else 10**6
+        c['epoch_record'] = dict(c['epoch_record'], epoch=0)
+    elif case == 'param_groups':
+        c['optimizer'] = dict(c['optimizer'], param_groups='x')
+    elif case == 'optimizer_shape':
+        state = dict(c['optimizer']['state'])
+        state[0] = dict(state[0], exp_avg=torch.zeros(3))
+        c['optimizer'] = dict(c['optimizer'], state=state)
+    elif case == 'scheduler':
+        c['lr_scheduler'] = dict(c['lr_scheduler'], num_updates='garbage')
+    elif case == 'scaler':
+        c['scaler'] = {'scale': 'x', 'growth_factor': 2.0}
+    elif case == 'rng_size':
+        for r in rng_states:
+            r['torch'] = torch.zeros(10, dtype=torch.uint8)
+    elif case == 'rng_dtype':
+        for r in rng_states:
+            r['torch'] = r['torch'].long()
+    return c, {'epoch_negative': 'epoch -5', 'epoch_huge': f'epoch {10**12}', 'step_negative': 'epoch_step -5',
+               'step_huge': f'epoch_step {10**6}', 'param_groups': 'optimizer: ',
+               'optimizer_shape': "optimizer: state 'exp_avg' of parameter 0 has shape [3]",
+               'scheduler': "lr_scheduler: num_updates 'garbage'", 'scaler': "scaler: scale 'x'",
+               'rng_size': "rng 'torch'", 'rng_dtype': "rng 'torch'"}[case]
+
+
+CRAFTED = ['epoch_negative', 'epoch_huge', 'step_negative', 'step_huge', 'param_groups', 'optimizer_shape',
+           'scheduler', 'scaler', 'rng_size', 'rng_dtype']
+
+
+@pytest.mark.parametrize('case', CRAFTED)
+def test_crafted_last_pth_is_passed_over_or_refused_naming_the_field(work, uninterrupted, tmp_path, capsys, caplog,
+                                                                     case):
+    """Auto-resume passes over a last.pth whose entries this run cannot resume from (like an unreadable one),
+    naming the file and the field; an explicit --resume of it is one line, exit 2, and no run folder."""
+    import logging
+    import main
+    from engine.config import load_config
+    from engine.optim import build_optimizer
+    from engine.resume import ResumeTarget, find_auto_resume
+    from models import build_model
+    crafted, field = _craft(torch.load(os.path.join(uninterrupted, 'last.pth'), weights_only=True), case)
+    folder = tmp_path / 'run'
+    folder.mkdir()
+    shutil.copy(os.path.join(uninterrupted, 'ckpt_epoch_0.pth'), folder)
+    torch.save(crafted, folder / 'last.pth')
+    config = load_config(TOY_CFG, tiny_opts(work['data']))
+    target = ResumeTarget(epochs=2, updates_per_epoch=4, world_size=1, batch_size=4, accumulation_steps=1,
+                          optimizer=build_optimizer(config, build_model(config)))
+    with caplog.at_level(logging.WARNING):
+        assert find_auto_resume(str(folder), target=target) == str(folder / 'ckpt_epoch_0.pth')
+    skipped = [r.getMessage() for r in caplog.records if 'skipping' in r.getMessage()]
+    assert len(skipped) == 1 and str(folder / 'last.pth') in skipped[0] and field in skipped[0], skipped
+    out = tmp_path / 'out'
+    code = main.main(['--cfg', TOY_CFG, '--output', str(out), '--resume', str(folder / 'last.pth'),
+                      '--opts', *tiny_opts(work['data'])])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"main.py: error: --resume {folder / 'last.pth'}") and field in err[0], err
+    assert not out.exists()
+
+
+def test_crafted_last_pth_never_republishes_its_epoch_files(work, uninterrupted, tmp_path, caplog):
+    """A finished run whose last.pth was replaced by one with a bad RNG state: the start completes no save from
+    it (ckpt_epoch_1.pth and best.pth keep their bytes), passes it over and resumes from ckpt_epoch_1.pth."""
+    import main
+    folder = run_folder(work['out'], 'crafted')
+    shutil.copytree(uninterrupted, folder)
+    crafted, _ = _craft(torch.load(os.path.join(uninterrupted, 'last.pth'), weights_only=True), 'rng_size')
+    crafted['epoch_record'] = dict(crafted['epoch_record'], val_acc1=100.0)   # it would win best.pth too
+    os.remove(os.path.join(folder, 'last.pth'))  # a new file, not the hard link of ckpt_epoch_1 / best
+    torch.save(crafted, os.path.join(folder, 'last.pth'))
+    before = {n: open(os.path.join(folder, n), 'rb').read() for n in ('ckpt_epoch_1.pth', 'best.pth')}
+    assert main.main(_args(work, 'crafted')) == 0
+    assert {n: open(os.path.join(folder, n), 'rb').read() for n in before} == before
+    assert "last.pth (rng_per_rank[0] rng 'torch'" in caplog.text and 'falling back to' in caplog.text
+    assert _metrics(folder) == _metrics(uninterrupted)
