@@ -34,6 +34,7 @@ from engine.checkpoint import CheckpointError, capture_rng_state
 from engine.checkpoint.loading import PathLike, load_checkpoint_mapped
 from engine.checkpoint.saving import METRICS_FILE, read_best
 from engine.config import ConfigError
+from engine.meters import EPOCH_METERS, meter_state_problem
 from utils.distributed import all_gather_object
 from utils.run_lock import LOCK_NAME
 
@@ -125,7 +126,18 @@ def restore_training_state(checkpoint: Dict[str, Any], *, optimizer: torch.optim
     epoch = int(checkpoint.get('epoch', -1))
     return {'start_epoch': epoch + 1, 'start_step': int(checkpoint.get('epoch_step', 0) or 0),
             'max_accuracy': float(checkpoint.get('max_accuracy', 0.0) or 0.0),
-            'random': pick_random_state(checkpoint, rank, world_size)}
+            'random': pick_random_state(checkpoint, rank, world_size),
+            'epoch_meters': pick_epoch_meters(checkpoint, rank, world_size)}
+
+
+def pick_epoch_meters(checkpoint: Dict[str, Any], rank: int, world_size: int) -> Optional[Dict[str, Any]]:
+    """This rank's running sums of the interrupted epoch (None at an epoch end and in older checkpoints, whose
+    resumed epoch averages only the updates after the resume). With another number of processes every rank
+    takes rank 0's, whose loss is the one the metrics line records."""
+    per_rank = checkpoint.get('epoch_meters') or []
+    if not per_rank or not int(checkpoint.get('epoch_step', 0) or 0):
+        return None
+    return per_rank[rank] if len(per_rank) == world_size else per_rank[0]
 
 
 EPOCH_CHECKPOINT = re.compile(r'ckpt_epoch_(\d+)\.pth')
@@ -285,6 +297,22 @@ def _random_problem(state: Any, where: str) -> Optional[str]:
     return None
 
 
+def _meters_problem(per_rank: Any) -> Optional[str]:
+    if not isinstance(per_rank, (list, tuple)) or not per_rank:
+        return f'epoch_meters: expected a list of every rank\'s sums, found {type(per_rank).__name__}'
+    for i, sums in enumerate(per_rank):
+        if not isinstance(sums, Mapping) or set(sums) != set(EPOCH_METERS) | {'unreadable'}:
+            return f'epoch_meters[{i}]: expected the entries {sorted(EPOCH_METERS)} and unreadable'
+        for name in EPOCH_METERS:
+            problem = meter_state_problem(sums[name])
+            if problem:
+                return f'epoch_meters[{i}] {name}: {problem}'
+        counts = sums['unreadable']
+        if not isinstance(counts, (list, tuple)) or len(counts) != 2 or not all(_finite(v) and v >= 0 for v in counts):
+            return f'epoch_meters[{i}] unreadable {counts!r}: expected [unreadable, drawn] counts'
+    return None
+
+
 def resume_state_problem(checkpoint: Mapping[str, Any], target: ResumeTarget) -> Optional[str]:
     """None when every entry a resume uses fits ``target`` (``field: what is wrong`` otherwise): epoch and
     epoch_step within this run, the optimizer, scheduler and scaler states and their shapes, every RNG state.
@@ -302,6 +330,8 @@ def resume_state_problem(checkpoint: Mapping[str, Any], target: ResumeTarget) ->
         problem = _scaler_problem(checkpoint['scaler'])
     if not problem and not _finite(checkpoint.get('max_accuracy', 0.0) or 0.0):
         problem = f"max_accuracy {checkpoint.get('max_accuracy')!r}: expected a finite number"
+    if not problem and checkpoint.get('epoch_meters') is not None:
+        problem = _meters_problem(checkpoint['epoch_meters'])
     per_rank = checkpoint.get('rng_per_rank')
     if not problem and per_rank is not None and not isinstance(per_rank, (list, tuple)):
         problem = f'rng_per_rank: expected a list of every rank\'s states, found {type(per_rank).__name__}'

@@ -277,3 +277,32 @@ def test_crafted_last_pth_never_republishes_its_epoch_files(work, uninterrupted,
     assert {n: open(os.path.join(folder, n), 'rb').read() for n in before} == before
     assert "last.pth (rng_per_rank[0] rng 'torch'" in caplog.text and 'falling back to' in caplog.text
     assert _metrics(folder) == _metrics(uninterrupted)
+
+
+# ------------------------------------------------------------------ the metrics of an epoch resumed mid-epoch
+def test_metrics_of_epochs_resumed_mid_epoch_equal_the_uninterrupted_run(work, uninterrupted, monkeypatch):
+    """SIGTERM in the middle of epoch 0 and at the last update of epoch 1, each time rerun: every metrics line
+    (train_loss, lr, unreadable, validation) equals the uninterrupted run's. The epoch's running sums travel in
+    last.pth; without them train_loss averaged only the updates after the resume (0.0 after the last one)."""
+    import signal
+    import main
+    from engine.trainer import Trainer
+    folder = run_folder(work['out'], 'sums')
+    unscale_and_clip = Trainer.unscale_and_clip
+    signal_at = {}
+
+    def signalled(self, global_step):  # the flag is read right after this, in the same update
+        if global_step == signal_at.get('step'):
+            os.kill(os.getpid(), signal.SIGTERM)
+        return unscale_and_clip(self, global_step)
+
+    monkeypatch.setattr(Trainer, 'unscale_and_clip', signalled)
+    for step, saved in ((1, (-1, 2)), (7, (0, 4)), (None, (1, 0))):  # 4 updates per epoch
+        signal_at['step'] = step
+        assert main.main(_args(work, 'sums')) == 0
+        last = torch.load(os.path.join(folder, 'last.pth'), weights_only=True)
+        assert (last['epoch'], last['epoch_step']) == saved
+    ours, theirs = _metrics(folder), _metrics(uninterrupted)
+    assert [m['epoch'] for m in ours] == [0, 1]
+    for line, reference in zip(ours, theirs):
+        assert line == pytest.approx(reference, rel=1e-6, abs=1e-9)
