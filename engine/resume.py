@@ -275,7 +275,6 @@ def _random_problem(state: Any, where: str) -> Optional[str]:
             'numpy': lambda v: np.random.RandomState().set_state(
                 (v[0], v[1].numpy().astype(np.uint32), int(v[2]), int(v[3]), float(v[4]))),
             'torch': lambda v: torch.Generator().set_state(v),
-            'cuda': lambda v: [torch.Generator().set_state(t) for t in v if t.numel() != 16],  # Philox: 16 bytes
         }
         for key, trial in trials.items():
             if key in rng:
@@ -284,13 +283,18 @@ def _random_problem(state: Any, where: str) -> Optional[str]:
                 except Exception as e:  # noqa: BLE001 - any failure means the state cannot be restored
                     detail = str(e).splitlines()[0] if str(e) else type(e).__name__
                     return f'{where} rng {key!r}: not a state of that generator ({detail})'
-        if 'cuda' in rng and not all(isinstance(t, torch.Tensor) and t.dtype == torch.uint8 for t in rng['cuda']):
+        cuda = rng.get('cuda', [])  # without a GPU only their type can be checked
+        if not isinstance(cuda, (list, tuple)) or \
+                not all(isinstance(t, torch.Tensor) and t.dtype == torch.uint8 and t.dim() == 1 for t in cuda):
             return f"{where} rng 'cuda': expected a list of byte tensors"
     mixup = state.get('mixup')
     if mixup is not None:
         try:
             generator = mixup['bit_generator']
-            getattr(np.random, generator['bit_generator'])().state = generator
+            kind = getattr(np.random, str(generator['bit_generator']), None)
+            if not (isinstance(kind, type) and issubclass(kind, np.random.BitGenerator)):  # nothing else is called
+                raise ValueError(f"unknown bit generator {generator['bit_generator']!r}")
+            kind().state = generator
         except Exception as e:  # noqa: BLE001
             detail = str(e).splitlines()[0] if str(e) else type(e).__name__
             return f'{where} mixup: not a numpy generator state ({detail})'

@@ -611,3 +611,36 @@ def test_start_over_moves_everything_the_earlier_run_wrote(tmp_path):
     assert sorted(os.listdir(cfg.OUTPUT)) == sorted(['previous-20260101-000000', os.path.basename(folder), 'run.lock'])
     for name in [n for n in written if n != 'run.lock']:
         assert open(os.path.join(folder, name)).read() == f'old run: {name}\n'
+
+
+def test_resume_state_problem_names_the_entry():
+    """The checks auto-resume and --resume run on a checkpoint's resume entries: a valid one passes, each damage
+    is named by its entry (a crafted mixup state cannot make the check call anything but a bit generator)."""
+    from engine.meters import AverageMeter
+    from engine.resume import ResumeTarget, resume_state_problem
+    meter = AverageMeter()
+    meter.update(2.5)
+    sums = {'loss': meter.state_dict(), 'grad_norm': meter.state_dict(), 'step_time': meter.state_dict(),
+            'data_time': meter.state_dict(), 'unreadable': [0.0, 4.0]}
+    good = {'epoch': 0, 'epoch_step': 1, 'rng': capture_rng_state(), 'epoch_meters': [sums],
+            'mixup': {'bit_generator': np.random.PCG64().state}, 'world_size': 1, 'batch_size': 4,
+            'accumulation_steps': 1}
+    target = ResumeTarget(epochs=3, updates_per_epoch=4, world_size=1, batch_size=4, accumulation_steps=1)
+    assert resume_state_problem(good, target) is None
+    # 2 updates of 4 clips are 8 clips: more than an epoch of 4 updates of 1 clip
+    smaller = ResumeTarget(epochs=3, updates_per_epoch=4, world_size=1, batch_size=1, accumulation_steps=1)
+    assert resume_state_problem(dict(good, epoch_step=2), smaller).startswith('epoch_step 2: more than the 4')
+    np.random.seed(7)
+    expected = np.random.rand()
+    np.random.seed(7)
+    seeded = dict(good, mixup={'bit_generator': {'bit_generator': 'seed', 'state': 1}})
+    assert "mixup: not a numpy generator state (unknown bit generator 'seed')" in resume_state_problem(seeded, target)
+    assert np.random.rand() == expected  # np.random.seed was not called
+    damaged = {
+        'epoch_meters': [dict(sums, loss={'val': 1.0, 'sum': float('nan'), 'count': 1})],
+        'rng': dict(good['rng'], cuda='x'),
+        'max_accuracy': float('inf'),
+    }
+    named = {'epoch_meters': 'epoch_meters[0] loss: ', 'rng': "rng 'cuda'", 'max_accuracy': 'max_accuracy inf'}
+    for key, value in damaged.items():
+        assert named[key] in resume_state_problem(dict(good, **{key: value}), target), key
