@@ -7,7 +7,8 @@ model). ``check_run_files`` looks at the files the mode reads, in the order a us
 * the annotation lists the mode reads (``DATA.TRAIN_FILE`` / ``VAL_FILE`` / ``TEST_FILE``, see
   ``engine.data_summary.lists_read``) and, for training, ``DATA.LABEL_LIST`` (``--eval`` goes without names);
 * the videos: a list none of whose first 20 videos exists (a wrong ``DATA.ROOT``);
-* training without a checkpoint to resume: ``TRAIN.PRETRAINED_PATH`` (the ImageNet start).
+* training without a checkpoint to resume: ``TRAIN.PRETRAINED_PATH`` (the ImageNet start): present, a state
+  dict, and finite (weights holding NaN / inf would only show up as a NaN loss, after the run folder was made).
 
 The first problem is raised as a ``ConfigError`` of one line: what the file is for, the path as it was
 resolved (absolute, and relative to what), and what to do; the other missing files are named after it, so
@@ -23,9 +24,10 @@ from typing import Any, Iterable, List, Optional, Tuple
 from datasets import AnnotationError
 from datasets.annotations import join_root, parse_annotation_lines
 from engine.config import ConfigError
+from engine.checkpoint.weights import pretrained_problem
 from engine.data_summary import lists_read
 from engine.defaults import _C
-from engine.resume import EPOCH_CHECKPOINT, checkpoint_problem  # auto-resume's file names and structure check
+from engine.resume import EPOCH_CHECKPOINT, ResumeTarget, checkpoint_problem  # auto-resume's names and checks
 
 ORIGINAL_REPO = 'https://github.com/TalalWasim/Video-FocalNets'
 FOCALNET_REPO = 'https://github.com/microsoft/FocalNet'
@@ -58,8 +60,8 @@ def _missing_checkpoint(key: str, path: str, purpose: str) -> Optional[str]:
     return f'{problem}; check the path (a training run keeps last.pth and best.pth in its output folder)'
 
 
-def _unloadable_checkpoint(key: str, path: str, purpose: str) -> Optional[str]:
-    problem = checkpoint_problem(path)
+def _unloadable_checkpoint(key: str, path: str, purpose: str, target: Optional[ResumeTarget] = None) -> Optional[str]:
+    problem = checkpoint_problem(path, target)
     if problem is None:
         return None
     return f'{key} {path} ({purpose}): cannot be used: {problem}'
@@ -78,6 +80,14 @@ def _missing_pretrained(path: str) -> Optional[str]:
     return (f'TRAIN.PRETRAINED_PATH {path} (the ImageNet-1k FocalNet-SRF weights training starts from): not found at '
             f'{where}; download {name} from the ImageNet-1K models of {FOCALNET_REPO} (README, release v1.0.0) to that '
             f'path or pass --pretrained PATH, {start}')
+
+
+def _unusable_pretrained(path: str) -> Optional[str]:
+    problem = pretrained_problem(path)
+    if problem is None:
+        return None
+    return (f"TRAIN.PRETRAINED_PATH {path} (the weights training starts from): cannot be used: {problem}; pass "
+            f"another file, or --pretrained '' to train from scratch")
 
 
 def _missing_list(key: str, path: str, root: str) -> Optional[str]:
@@ -149,8 +159,11 @@ def run_file_problems(config: Any, generated: Iterable[str] = ()) -> List[str]:
                         'last.pth and best.pth in its output folder; auto-resume never applies to --eval)')
     elif resume:
         purpose = 'the checkpoint to evaluate' if config.EVAL_MODE else 'the checkpoint to resume training from'
+        # a training resume: the entries that need only the config (epoch range, state layouts) too; the
+        # trainer checks the rest (updates per epoch, optimizer shapes) before anything is restored
+        target = None if config.EVAL_MODE else ResumeTarget(epochs=config.TRAIN.EPOCHS)
         problems.append(_missing_checkpoint('--resume', resume, purpose)
-                        or _unloadable_checkpoint('--resume', resume, purpose))
+                        or _unloadable_checkpoint('--resume', resume, purpose, target))
     lists = [(key, path) for key, path in lists_read(config) if os.path.abspath(path) not in skip]
     problems += [_missing_list(key, path, config.DATA.ROOT) for key, path in lists]
     if not config.EVAL_MODE and os.path.abspath(config.DATA.LABEL_LIST or '.') not in skip:
@@ -159,7 +172,8 @@ def run_file_problems(config: Any, generated: Iterable[str] = ()) -> List[str]:
     if not any(problems):  # the lists are there: do they name videos that are?
         problems.append(_missing_videos(config, lists))
     if not config.EVAL_MODE and not resume and config.TRAIN.PRETRAINED_PATH and not will_auto_resume(config):
-        problems.append(_missing_pretrained(config.TRAIN.PRETRAINED_PATH))
+        problems.append(_missing_pretrained(config.TRAIN.PRETRAINED_PATH)
+                        or _unusable_pretrained(config.TRAIN.PRETRAINED_PATH))
     return [p for p in problems if p]
 
 

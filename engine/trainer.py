@@ -41,13 +41,13 @@ from engine.ema import ModelEma
 from engine.evaluator import evaluate_views, test_and_report
 from engine.losses import build_criterion
 from engine.lr_schedule import build_scheduler
-from engine.meters import AverageMeter
+from engine.meters import EPOCH_METERS, AverageMeter
 from utils.progress import ProgressBar, format_duration
 from engine.optim import build_optimizer, clip_gradients
 from engine.preemption import PreemptedError, PreemptionFlag
 from engine.step_random import keyed_randomness, micro_batch_index, micro_batch_key
-from engine.resume import decide_start, gather_random_states, move_aside, restore_training_state, resume_position, \
-    skip_first_batches
+from engine.resume import ResumeTarget, decide_start, gather_random_states, move_aside, restore_training_state, \
+    resume_position, skip_first_batches
 from utils import distributed as du
 from utils.env import memory_mb
 from utils.logger import TensorBoardWriter
@@ -127,6 +127,8 @@ class Trainer:
         # for the run ETA: when the current epoch began, how long its updates took, and how long the last
         # finished epoch spent after its updates (validation, checkpoints)
         self._epoch_timing = {'begin': None, 'train_seconds': None, 'overhead_seconds': 0.0}
+        # the current epoch's meters and [unreadable, drawn] counts, which a mid-epoch save keeps
+        self._epoch_progress: Dict[str, Any] = {'meters': {}, 'unreadable': [0.0, 0.0]}
 
     # ------------------------------------------------------------------------------------------ start
     def _load_start_state(self) -> Dict[str, Any]:
@@ -137,9 +139,13 @@ class Trainer:
         naming it, instead of silently starting at another epoch."""
         config = self.config
         state: Dict[str, Any] = {'start_epoch': 0, 'start_step': 0, 'max_accuracy': 0.0, 'random': None,
-                                 'best_accuracy': None, 'epoch_record': None, 'is_best': False}
+                                 'best_accuracy': None, 'epoch_record': None, 'is_best': False, 'epoch_meters': None}
         self.ema = None
-        decision = du.all_gather_object(decide_start(config) if self.dist.is_main else None)[0]
+        # every entry a resume uses is checked against this run before anything is restored or republished
+        target = ResumeTarget(epochs=config.TRAIN.EPOCHS, updates_per_epoch=self.updates_per_epoch,
+                              world_size=self.dist.world_size, batch_size=config.DATA.BATCH_SIZE,
+                              accumulation_steps=self.accum, optimizer=self.optimizer)
+        decision = du.all_gather_object(decide_start(config, target) if self.dist.is_main else None)[0]
         if decision['error']:
             raise ConfigError(decision['error'])
         best = decision['best']
@@ -227,7 +233,18 @@ class Trainer:
             is_best=bool(self.state['is_best']), world_size=self.dist.world_size,
             batch_size=self.config.DATA.BATCH_SIZE, accumulation_steps=self.accum, config=config_to_yaml(self.config),
             global_batch_size=self.accum * self.config.DATA.BATCH_SIZE * self.dist.world_size,
-            rng=random_states[0]['rng'], mixup=random_states[0]['mixup'], rng_per_rank=random_states)
+            rng=random_states[0]['rng'], mixup=random_states[0]['mixup'], rng_per_rank=random_states,
+            epoch_meters=self._epoch_meters_state(epoch_step))
+
+    def _epoch_meters_state(self, epoch_step: int) -> Any:
+        """Every rank's running sums of the interrupted epoch (a collective when ``epoch_step`` > 0, the same on
+        every rank), None at an epoch end: restored by the resume, so that the epoch's metrics line averages
+        all of its updates, not only those after the resume."""
+        if not epoch_step:
+            return None
+        own: Dict[str, Any] = {k: m.state_dict() for k, m in self._epoch_progress['meters'].items()}
+        own['unreadable'] = list(self._epoch_progress['unreadable'])
+        return du.all_gather_object(own)
 
     def restore_random_state(self) -> None:
         random_state = self.state['random']
@@ -292,8 +309,14 @@ class Trainer:
             self.restore_random_state()
         self.train_model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        meters = {k: AverageMeter() for k in ('loss', 'grad_norm', 'step_time', 'data_time')}
+        meters = {k: AverageMeter() for k in EPOCH_METERS}
         unreadable = [0.0, 0.0]                            # this epoch, all ranks: [unreadable, drawn]
+        saved = self.state.get('epoch_meters') if skip_updates else None
+        if saved:  # mid-epoch resume: the sums of the updates before the interruption
+            for name, meter in meters.items():
+                meter.load_state_dict(saved[name])
+            unreadable[:] = [float(v) for v in saved['unreadable']]
+        self._epoch_progress = {'meters': meters, 'unreadable': unreadable}
         pending = torch.zeros(2, dtype=torch.float64)     # this rank, not yet reduced
         per_update = self.accum * config.DATA.BATCH_SIZE * max(1, config.AUG.REPEATED_AUG) * self.dist.world_size
         epoch_videos = self.updates_per_epoch * per_update // max(1, config.AUG.REPEATED_AUG)
@@ -326,7 +349,7 @@ class Trainer:
                                 grad_norm_t.to(device=device, dtype=torch.float64).view(1)]).tolist()
             non_finite, preempted, loss_value, grad_norm = values[0], values[1], values[4], values[5]
             pending.zero_()
-            unreadable = [unreadable[0] + values[2], unreadable[1] + values[3]]
+            unreadable[:] = [unreadable[0] + values[2], unreadable[1] + values[3]]
             if non_finite > 0:
                 raise NonFiniteLossError(
                     f'loss is {loss_value} on this rank ({int(non_finite)} rank(s) non-finite) at epoch {epoch}, '

@@ -97,6 +97,11 @@ def set_allow_non_finite(allow: bool) -> None:
     _allow_non_finite = bool(allow)
 
 
+def non_finite_allowed() -> bool:
+    """Whether ``--allow-non-finite`` was given (the default that :func:`set_allow_non_finite` set)."""
+    return _allow_non_finite
+
+
 def check_finite(state: Mapping[str, torch.Tensor], source: str) -> None:
     """Raise ``CheckpointError`` naming the tensors that hold NaN or inf (counts given, a few quoted)."""
     bad = []

@@ -412,8 +412,80 @@ def test_disk_full_is_one_line_and_leaves_no_temporary_file(tmp_path, monkeypatc
     monkeypatch.undo()
     message = str(info.value)
     assert message.startswith(f'{tmp_path}: no space left') and '\n' not in message
-    assert '5.0 MB needed' in message and 'MB free' in message  # 4 MiB of tensors + the margin
+    assert '5.0 MB needed' in message and ' free)' in message  # 4 MiB of tensors + the margin
     assert os.listdir(tmp_path) == ['last.pth'] and load_checkpoint_file(path)['epoch'] == 1
+
+
+def _statvfs(free_bytes, free_inodes):
+    """An ``os.statvfs`` result with ``free_bytes`` / ``free_inodes`` available (4 KiB blocks)."""
+    return os.statvfs_result((4096, 4096, 10**6, free_bytes // 4096, free_bytes // 4096, 10**6, free_inodes,
+                              free_inodes, 0, 255))
+
+
+@pytest.mark.parametrize('case', ['short_write', 'no_inodes'])
+def test_disk_full_as_torch_reports_it_and_without_inodes(tmp_path, monkeypatch, case):
+    """torch.save reports a full disk as RuntimeError "unexpected pos" (the errno is lost), and a disk without free
+    inodes fails at the creation of the temporary file with bytes to spare: both one line that says which, the
+    previous file intact, no temporary left, and never "about 0.0 MB needed"."""
+    import errno
+    from engine.checkpoint.saving import DiskFullError, write_metrics
+    path = tmp_path / 'last.pth'
+    save_checkpoint(path, {'model': {'w': torch.ones(1000)}, 'epoch': 1})
+    before = path.read_bytes()
+    if case == 'short_write':
+        def short_write(obj, f, *args, **kwargs):
+            f.write(b'PK\x03\x04 partial')
+            raise RuntimeError('[enforce fail at inline_container.cc:672] . unexpected pos 768 vs 662')
+        monkeypatch.setattr(torch, 'save', short_write)
+        monkeypatch.setattr(os, 'statvfs', lambda folder: _statvfs(64 * 1024, 100))
+        with pytest.raises(DiskFullError) as info:
+            save_checkpoint(path, {'model': {'w': torch.zeros(2**20)}, 'epoch': 2})
+        message = str(info.value)
+        assert message.startswith(f'{tmp_path}: no space left on the device (about 5.0 MB needed, 64.0 KB free)')
+    else:
+        real_open = os.open
+
+        def no_inode(name, flags, *args):
+            if flags & os.O_CREAT:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), name)
+            return real_open(name, flags, *args)
+        monkeypatch.setattr(os, 'open', no_inode)
+        monkeypatch.setattr(os, 'statvfs', lambda folder: _statvfs(2**30, 0))
+        with pytest.raises(DiskFullError) as info:
+            write_metrics(str(tmp_path), [{'epoch': 0}])
+        message = str(info.value)
+        assert message.startswith(f'{tmp_path}: no free inodes left on the device') and '1.0 GB is free' in message
+        assert 'needed' not in message
+    monkeypatch.undo()
+    assert '\n' not in message and 'intact' in message
+    assert os.listdir(tmp_path) == ['last.pth'] and path.read_bytes() == before
+
+
+def test_disk_full_on_a_real_small_file_system(tmp_path):
+    """The same on a 64 KiB tmpfs with 8 inodes (needs root; skipped elsewhere): torch's own error and the
+    kernel's ENOSPC, not simulated ones."""
+    import subprocess
+    from engine.checkpoint.saving import DiskFullError, write_metrics
+    mount = tmp_path / 'small'
+    mount.mkdir()
+    if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=64k,nr_inodes=8', 'tmpfs', str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip('cannot mount a tmpfs here (not root)')
+    try:
+        save_checkpoint(mount / 'last.pth', {'model': {'w': torch.ones(10)}, 'epoch': 1})
+        with pytest.raises(DiskFullError, match=r'no space left on the device \(about 1\.4 MB needed, '):
+            save_checkpoint(mount / 'last.pth', {'model': {'w': torch.zeros(100000)}, 'epoch': 2})
+        assert load_checkpoint_file(mount / 'last.pth')['epoch'] == 1 and os.listdir(mount) == ['last.pth']
+        for i in range(10):  # use up the inodes
+            try:
+                (mount / f'f{i}').touch()
+            except OSError:
+                break
+        with pytest.raises(DiskFullError, match='no free inodes left on the device') as info:
+            write_metrics(str(mount), [{'epoch': 1}])
+        assert 'needed' not in str(info.value)
+    finally:
+        subprocess.run(['umount', str(mount)], check=True)
 
 
 def test_read_jsonl_skips_a_torn_last_line_with_a_warning(tmp_path, caplog):
@@ -513,3 +585,62 @@ def test_decide_start(tmp_path):
     save_checkpoint(os.path.join(cfg.OUTPUT, 'last.pth'), _epoch_state(6, 70.0, False))
     resumed = decide_start(cfg)
     assert resumed['name'] == 'last.pth' and resumed['best']['accuracy'] == 71.5 and resumed['best']['epoch'] == 4
+
+
+def test_start_over_moves_everything_the_earlier_run_wrote(tmp_path):
+    """TRAIN.ALLOW_START_OVER: the final test's eval_results.json / predictions.csv, eval/ and tensorboard/ of the
+    earlier run go aside with its checkpoints (the new run would write over them); run.lock and the folders of
+    earlier start-overs stay."""
+    from engine.config import load_config
+    from engine.resume import decide_start, move_aside
+    toy = os.path.join(REPO_ROOT, 'configs', 'toy', 'video-focalnet_toy.yaml')
+    cfg = load_config(toy, ['OUTPUT', str(tmp_path), 'TAG', 'r', 'TRAIN.ALLOW_START_OVER', 'True'])
+    os.makedirs(os.path.join(cfg.OUTPUT, 'eval', 'best_4x3'))
+    os.makedirs(os.path.join(cfg.OUTPUT, 'tensorboard'))
+    os.makedirs(os.path.join(cfg.OUTPUT, 'previous-20260101-000000'))
+    save_checkpoint(os.path.join(cfg.OUTPUT, 'best.pth'), _epoch_state(4, 71.5, True))
+    written = ['config.yaml', 'environment.json', 'eval_results.json', 'log_rank0.txt', 'metrics.jsonl',
+               'predictions.csv', 'run.lock', 'eval/best_4x3/eval_results.json', 'tensorboard/events.out.tfevents.1']
+    for name in written:
+        with open(os.path.join(cfg.OUTPUT, name), 'w') as f:
+            f.write(f'old run: {name}\n')
+    moved = decide_start(cfg)['move_aside']
+    assert moved == ['best.pth', 'config.yaml', 'environment.json', 'eval', 'eval_results.json', 'log_rank0.txt',
+                     'metrics.jsonl', 'predictions.csv', 'tensorboard']
+    folder = move_aside(cfg.OUTPUT, moved)
+    assert sorted(os.listdir(cfg.OUTPUT)) == sorted(['previous-20260101-000000', os.path.basename(folder), 'run.lock'])
+    for name in [n for n in written if n != 'run.lock']:
+        assert open(os.path.join(folder, name)).read() == f'old run: {name}\n'
+
+
+def test_resume_state_problem_names_the_entry():
+    """The checks auto-resume and --resume run on a checkpoint's resume entries: a valid one passes, each damage
+    is named by its entry (a crafted mixup state cannot make the check call anything but a bit generator)."""
+    from engine.meters import AverageMeter
+    from engine.resume import ResumeTarget, resume_state_problem
+    meter = AverageMeter()
+    meter.update(2.5)
+    sums = {'loss': meter.state_dict(), 'grad_norm': meter.state_dict(), 'step_time': meter.state_dict(),
+            'data_time': meter.state_dict(), 'unreadable': [0.0, 4.0]}
+    good = {'epoch': 0, 'epoch_step': 1, 'rng': capture_rng_state(), 'epoch_meters': [sums],
+            'mixup': {'bit_generator': np.random.PCG64().state}, 'world_size': 1, 'batch_size': 4,
+            'accumulation_steps': 1}
+    target = ResumeTarget(epochs=3, updates_per_epoch=4, world_size=1, batch_size=4, accumulation_steps=1)
+    assert resume_state_problem(good, target) is None
+    # 2 updates of 4 clips are 8 clips: more than an epoch of 4 updates of 1 clip
+    smaller = ResumeTarget(epochs=3, updates_per_epoch=4, world_size=1, batch_size=1, accumulation_steps=1)
+    assert resume_state_problem(dict(good, epoch_step=2), smaller).startswith('epoch_step 2: more than the 4')
+    np.random.seed(7)
+    expected = np.random.rand()
+    np.random.seed(7)
+    seeded = dict(good, mixup={'bit_generator': {'bit_generator': 'seed', 'state': 1}})
+    assert "mixup: not a numpy generator state (unknown bit generator 'seed')" in resume_state_problem(seeded, target)
+    assert np.random.rand() == expected  # np.random.seed was not called
+    damaged = {
+        'epoch_meters': [dict(sums, loss={'val': 1.0, 'sum': float('nan'), 'count': 1})],
+        'rng': dict(good['rng'], cuda='x'),
+        'max_accuracy': float('inf'),
+    }
+    named = {'epoch_meters': 'epoch_meters[0] loss: ', 'rng': "rng 'cuda'", 'max_accuracy': 'max_accuracy inf'}
+    for key, value in damaged.items():
+        assert named[key] in resume_state_problem(dict(good, **{key: value}), target), key

@@ -162,3 +162,147 @@ def test_disk_full_during_a_checkpoint_write(work, tmp_path, monkeypatch, capsys
     assert not [n for n in os.listdir(folder) if n.endswith('.tmp')]
     assert torch.load(os.path.join(folder, 'last.pth'), weights_only=True)['epoch'] == 0
     assert [m['epoch'] for m in _metrics(folder)] == [0]
+
+
+def test_pretrained_weights_holding_nan_are_refused_before_any_folder(work, tmp_path, capsys):
+    """--pretrained with NaN weights: one line naming the file and the tensor, exit 2, no run folder; the
+    library entry (load_pretrained) refuses them before the first copy too."""
+    import main
+    from engine.checkpoint import CheckpointError, load_pretrained
+    from models import build_model
+    from engine.config import load_config
+    model = build_model(load_config(TOY_CFG, tiny_opts(work['data'])))
+    state = dict(model.state_dict())  # weights that fit: only their values are wrong
+    state['head.bias'] = state['head.bias'].clone()
+    state['head.bias'][1] = float('nan')
+    nan_file = tmp_path / 'focalnet_tiny_srf.pth'
+    torch.save({'model': state}, nan_file)
+    out = tmp_path / 'fresh'
+    code = main.main(['--cfg', TOY_CFG, '--output', str(out), '--pretrained', str(nan_file),
+                      '--opts', *tiny_opts(work['data'])])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f'main.py: error: TRAIN.PRETRAINED_PATH {nan_file}') and 'head.bias (1 of' in err[0]
+    assert 'NaN or inf' in err[0] and not out.exists()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError, match='hold NaN or inf'):
+        load_pretrained(model, {'model': dict(model.state_dict(), **{'head.bias': torch.full_like(
+            model.state_dict()['head.bias'], float('inf'))})})
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+# ------------------------------------------------------------------ crafted or damaged last.pth: checked before use
+def _craft(checkpoint, case):
+    """``checkpoint`` (epoch 1, the last of 2) with the one entry ``case`` damages; the field the refusal names."""
+    c = dict(checkpoint)
+    rng_states = [c['rng']] + [r['rng'] for r in c['rng_per_rank']]
+    if case == 'epoch_negative':
+        c['epoch'] = -5
+    elif case == 'epoch_huge':
+        c['epoch'] = 10**12
+    elif case in ('step_negative', 'step_huge'):
+        c['epoch'], c['epoch_step'] = 0, -5 if case == 'step_negative' else 10**6
+        c['epoch_record'] = dict(c['epoch_record'], epoch=0)
+    elif case == 'param_groups':
+        c['optimizer'] = dict(c['optimizer'], param_groups='x')
+    elif case == 'optimizer_shape':
+        state = dict(c['optimizer']['state'])
+        state[0] = dict(state[0], exp_avg=torch.zeros(3))
+        c['optimizer'] = dict(c['optimizer'], state=state)
+    elif case == 'scheduler':
+        c['lr_scheduler'] = dict(c['lr_scheduler'], num_updates='garbage')
+    elif case == 'scaler':
+        c['scaler'] = {'scale': 'x', 'growth_factor': 2.0}
+    elif case == 'rng_size':
+        for r in rng_states:
+            r['torch'] = torch.zeros(10, dtype=torch.uint8)
+    elif case == 'rng_dtype':
+        for r in rng_states:
+            r['torch'] = r['torch'].long()
+    return c, {'epoch_negative': 'epoch -5', 'epoch_huge': f'epoch {10**12}', 'step_negative': 'epoch_step -5',
+               'step_huge': f'epoch_step {10**6}', 'param_groups': 'optimizer: ',
+               'optimizer_shape': "optimizer: state 'exp_avg' of parameter 0 has shape [3]",
+               'scheduler': "lr_scheduler: num_updates 'garbage'", 'scaler': "scaler: scale 'x'",
+               'rng_size': "rng 'torch'", 'rng_dtype': "rng 'torch'"}[case]
+
+
+CRAFTED = ['epoch_negative', 'epoch_huge', 'step_negative', 'step_huge', 'param_groups', 'optimizer_shape',
+           'scheduler', 'scaler', 'rng_size', 'rng_dtype']
+
+
+@pytest.mark.parametrize('case', CRAFTED)
+def test_crafted_last_pth_is_passed_over_or_refused_naming_the_field(work, uninterrupted, tmp_path, capsys, caplog,
+                                                                     case):
+    """Auto-resume passes over a last.pth whose entries this run cannot resume from (like an unreadable one),
+    naming the file and the field; an explicit --resume of it is one line, exit 2, and no run folder."""
+    import logging
+    import main
+    from engine.config import load_config
+    from engine.optim import build_optimizer
+    from engine.resume import ResumeTarget, find_auto_resume
+    from models import build_model
+    crafted, field = _craft(torch.load(os.path.join(uninterrupted, 'last.pth'), weights_only=True), case)
+    folder = tmp_path / 'run'
+    folder.mkdir()
+    shutil.copy(os.path.join(uninterrupted, 'ckpt_epoch_0.pth'), folder)
+    torch.save(crafted, folder / 'last.pth')
+    config = load_config(TOY_CFG, tiny_opts(work['data']))
+    target = ResumeTarget(epochs=2, updates_per_epoch=4, world_size=1, batch_size=4, accumulation_steps=1,
+                          optimizer=build_optimizer(config, build_model(config)))
+    with caplog.at_level(logging.WARNING):
+        assert find_auto_resume(str(folder), target=target) == str(folder / 'ckpt_epoch_0.pth')
+    skipped = [r.getMessage() for r in caplog.records if 'skipping' in r.getMessage()]
+    assert len(skipped) == 1 and str(folder / 'last.pth') in skipped[0] and field in skipped[0], skipped
+    out = tmp_path / 'out'
+    code = main.main(['--cfg', TOY_CFG, '--output', str(out), '--resume', str(folder / 'last.pth'),
+                      '--opts', *tiny_opts(work['data'])])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"main.py: error: --resume {folder / 'last.pth'}") and field in err[0], err
+    assert not out.exists()
+
+
+def test_crafted_last_pth_never_republishes_its_epoch_files(work, uninterrupted, tmp_path, caplog):
+    """A finished run whose last.pth was replaced by one with a bad RNG state: the start completes no save from
+    it (ckpt_epoch_1.pth and best.pth keep their bytes), passes it over and resumes from ckpt_epoch_1.pth."""
+    import main
+    folder = run_folder(work['out'], 'crafted')
+    shutil.copytree(uninterrupted, folder)
+    crafted, _ = _craft(torch.load(os.path.join(uninterrupted, 'last.pth'), weights_only=True), 'rng_size')
+    crafted['epoch_record'] = dict(crafted['epoch_record'], val_acc1=100.0)   # it would win best.pth too
+    os.remove(os.path.join(folder, 'last.pth'))  # a new file, not the hard link of ckpt_epoch_1 / best
+    torch.save(crafted, os.path.join(folder, 'last.pth'))
+    before = {n: open(os.path.join(folder, n), 'rb').read() for n in ('ckpt_epoch_1.pth', 'best.pth')}
+    assert main.main(_args(work, 'crafted')) == 0
+    assert {n: open(os.path.join(folder, n), 'rb').read() for n in before} == before
+    assert "last.pth (rng_per_rank[0] rng 'torch'" in caplog.text and 'falling back to' in caplog.text
+    assert _metrics(folder) == _metrics(uninterrupted)
+
+
+# ------------------------------------------------------------------ the metrics of an epoch resumed mid-epoch
+def test_metrics_of_epochs_resumed_mid_epoch_equal_the_uninterrupted_run(work, uninterrupted, monkeypatch):
+    """SIGTERM in the middle of epoch 0 and at the last update of epoch 1, each time rerun: every metrics line
+    (train_loss, lr, unreadable, validation) equals the uninterrupted run's. The epoch's running sums travel in
+    last.pth; without them train_loss averaged only the updates after the resume (0.0 after the last one)."""
+    import signal
+    import main
+    from engine.trainer import Trainer
+    folder = run_folder(work['out'], 'sums')
+    unscale_and_clip = Trainer.unscale_and_clip
+    signal_at = {}
+
+    def signalled(self, global_step):  # the flag is read right after this, in the same update
+        if global_step == signal_at.get('step'):
+            os.kill(os.getpid(), signal.SIGTERM)
+        return unscale_and_clip(self, global_step)
+
+    monkeypatch.setattr(Trainer, 'unscale_and_clip', signalled)
+    for step, saved in ((1, (-1, 2)), (7, (0, 4)), (None, (1, 0))):  # 4 updates per epoch
+        signal_at['step'] = step
+        assert main.main(_args(work, 'sums')) == 0
+        last = torch.load(os.path.join(folder, 'last.pth'), weights_only=True)
+        assert (last['epoch'], last['epoch_step']) == saved
+    ours, theirs = _metrics(folder), _metrics(uninterrupted)
+    assert [m['epoch'] for m in ours] == [0, 1]
+    for line, reference in zip(ours, theirs):
+        assert line == pytest.approx(reference, rel=1e-6, abs=1e-9)

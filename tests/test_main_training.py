@@ -145,6 +145,12 @@ def test_two_ranks_with_checkpointing_and_accumulation_train_and_resume_exactly(
     run_ranks([args] * 2)
     assert max_abs_diff(model_tensors(os.path.join(run_folder(work['out'], 'ddp-ckpt'), 'last.pth')),
                         model_tensors(os.path.join(folder, 'last.pth'))) == 0.0
+    # the resumed epoch's line averages all of its updates (the running sums travel in last.pth), on 2 ranks too
+    timing = ('epoch_time_s', 'data_wait_fraction')
+    lines = [[{k: v for k, v in json.loads(line).items() if k not in timing}
+              for line in open(os.path.join(run_folder(work['out'], tag), 'metrics.jsonl'))]
+             for tag in ('ddp-ckpt', 'ddp-ckpt-term')]
+    assert lines[1] == pytest.approx(lines[0], rel=1e-6, abs=1e-9)
 
 
 def test_mid_epoch_resume_on_more_processes_continues_at_the_same_clip(work, baseline):

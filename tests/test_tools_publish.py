@@ -176,3 +176,26 @@ def test_publish_names_from_the_configured_label_list(tmp_path, models, capsys):
     save_checkpoint(ckpt, state)
     assert publish.main([str(ckpt), str(tmp_path / 'x' / 'release.pth')]) == 0
     assert 'none stored (pass --labels CSV' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('damage', ['nan', 'inf', 'zero_size'])
+def test_publish_refuses_weights_no_one_should_download(tmp_path, models, capsys, damage):
+    """A diverged or damaged checkpoint: one line naming the file and the tensor, exit 2, nothing written."""
+    model, ema_model = models
+    checkpoint = _training_checkpoint(model, ema_model)
+    weights = checkpoint['model']
+    if damage == 'nan':
+        weights['conv.weight'][0, 0, 0, 0] = float('nan')
+    elif damage == 'inf':
+        weights['head.bias'][1] = float('inf')
+    else:
+        weights['head.weight'] = torch.zeros(0, 4)
+    ckpt = tmp_path / 'diverged.pth'
+    save_checkpoint(ckpt, checkpoint)
+    out = tmp_path / 'rel' / 'release.pth'
+    assert publish.main([str(ckpt), str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f'error: {ckpt}: '), err
+    expected = {'nan': 'conv.weight (1 of', 'inf': 'head.bias (1 of', 'zero_size': 'head.weight [0, 4]'}[damage]
+    assert expected in err[0]
+    assert not out.parent.exists() or not os.listdir(out.parent)

@@ -6,8 +6,9 @@ Keeps the ``model`` state dict (or, with ``--use-ema``, the EMA weights stored u
 published as ``model``), the config as YAML text and the class names (``class_names``: from ``--labels``,
 else those the checkpoint carries, else the config's ``DATA.LABEL_LIST`` file; always as many as the
 head has classes), so that the file alone names its predictions; drops optimizer, scheduler, grad-scaler, RNG and EMA
-state. Writes ``OUT`` with the first 8 hex digits of the file's sha256 before the extension
-(``name-1a2b3c4d.pth``, mmaction2's convention), prints the full sha256, and never overwrites a file.
+state. Weights holding NaN / inf or a zero-size tensor are refused. Writes ``OUT`` with the first 8 hex digits of
+the file's sha256 before the extension (``name-1a2b3c4d.pth``, mmaction2's convention), prints the full sha256,
+and never overwrites a file.
 The result loads with ``torch.load(path, weights_only=True)`` and with ``engine.checkpoint.load_model_weights``.
 
 Works on checkpoints of this project and on the original code's checkpoints (read without unpickling
@@ -62,6 +63,21 @@ def model_weights(checkpoint: dict, use_ema: bool = False, source: str = '') -> 
     return extract_state_dict(checkpoint, 'ema', source)
 
 
+def check_releasable(weights: Dict[str, torch.Tensor], source: str = '') -> None:
+    """Refuse weights that no one should download: NaN / inf values (a diverged run evaluates at chance) and
+    tensors with a zero-size dimension (a damaged or hand-edited state dict: no model of this project has one)."""
+    empty = [f'{k} {list(v.shape)}' for k, v in weights.items() if v.numel() == 0]
+    if empty:
+        raise CheckpointError(f"{source}: the weights hold zero-size tensor(s) {', '.join(empty[:4])}; not a model "
+                              'to release')
+    bad = [f'{k} ({int((~torch.isfinite(v)).sum())} of {v.numel()})' for k, v in weights.items()
+           if (v.is_floating_point() or v.is_complex()) and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{source}: {len(bad)} weight tensor(s) hold NaN or inf: {', '.join(bad[:4])}"
+                              f"{' ...' if len(bad) > 4 else ''}; not a model to release (publish a checkpoint of "
+                              'an epoch before the run diverged)')
+
+
 def release_class_names(checkpoint: dict, weights: Dict[str, torch.Tensor], text: Optional[str],
                         labels: Optional[str] = None, source: str = '') -> Optional[List[str]]:
     """The class names to publish: ``labels`` (an ``id,name`` csv), else the checkpoint's ``class_names``,
@@ -93,6 +109,7 @@ def release_state(checkpoint: dict, use_ema: bool = False, source: str = '', lab
             :func:`release_class_names`).
     """
     weights = model_weights(checkpoint, use_ema, source)
+    check_releasable(weights, source)
     # clone: a view into a larger storage would otherwise be saved together with all of that storage
     state = {'model': {k: v.detach().cpu().clone().contiguous() for k, v in weights.items()}}
     text = config_text(checkpoint.get('config'))

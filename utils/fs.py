@@ -10,12 +10,13 @@ power cut. A reader sees the old file or the new one, never a partial one.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
 import secrets
 import shutil
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Optional
 
 _logger = logging.getLogger(__name__)
 
@@ -131,3 +132,52 @@ def create_exclusively(src: str, dst: str) -> None:
     """
     _link_or_copy(src, dst)
     fsync_dir(os.path.dirname(os.path.abspath(dst)))
+
+
+def format_size(nbytes: float) -> str:
+    """``nbytes`` for a message: ``512 bytes``, ``64.0 KB``, ``5.0 MB``, ``1.2 GB`` (binary units)."""
+    if nbytes < 1024:
+        return f'{int(nbytes)} bytes'
+    for unit in ('KB', 'MB', 'GB'):
+        nbytes /= 1024
+        if nbytes < 1024 or unit == 'GB':
+            return f'{nbytes:.1f} {unit}'
+    return f'{nbytes:.1f} GB'  # not reached
+
+
+# torch.save's zip writer reports a short write (the file system took fewer bytes than written: a full disk or
+# quota) as a RuntimeError "[enforce fail at inline_container.cc:NNN] . unexpected pos A vs B"; the errno is lost.
+_SHORT_WRITE = 'unexpected pos'
+
+
+def no_space_message(folder: str, needed: int, error: BaseException) -> Optional[str]:
+    """One line saying why writing about ``needed`` bytes into ``folder`` failed for want of space, or None when
+    ``error`` is not such a failure (ENOSPC, EDQUOT or torch's short write).
+
+    Tells apart the cases a user fixes differently: no free bytes, no free inodes (ENOSPC with bytes to spare:
+    a file cannot even be created, so the size needed says nothing) and a quota."""
+    if isinstance(error, OSError):
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            return None
+        code = error.errno
+    elif isinstance(error, RuntimeError) and _SHORT_WRITE in str(error):
+        code = None  # the file system's reason is not known: its state below tells
+    else:
+        return None
+    try:
+        stats = os.statvfs(folder)
+        free, free_inodes = stats.f_bavail * stats.f_frsize, stats.f_favail
+    except (OSError, AttributeError):  # AttributeError: no statvfs (Windows)
+        free, free_inodes = None, None
+    if code == errno.EDQUOT:
+        reason = f'disk quota exceeded (about {format_size(needed)} needed)'
+    elif free_inodes == 0 and (free is None or free >= needed):
+        reason = (f'no free inodes left on the device: no new file can be created there although '
+                  f'{format_size(free) if free is not None else "space"} is free')
+    elif code is None and free is not None and free >= needed:
+        reason = (f'the write stopped short ({error}; {format_size(free)} free, about {format_size(needed)} '
+                  'needed: a quota or a network file system may refuse more)')
+    else:
+        reason = f'no space left on the device (about {format_size(needed)} needed' + \
+            (f', {format_size(free)} free)' if free is not None else ')')
+    return f'{folder}: {reason}'

@@ -14,25 +14,24 @@ cannot finish: :func:`complete_epoch_files` redoes them from ``last.pth`` before
 before the rename leaves the previous epoch's files untouched. The original wrote ``ckpt_epoch_N.pth`` with
 ``torch.save`` in place, before validation, with a pickled config.
 
-A full disk while writing raises :class:`DiskFullError` (one line: the folder, the space needed and free); the
-temporary file is removed and the files already there are untouched.
+A full disk while writing raises :class:`DiskFullError` (one line: the folder, the space needed and free, or that
+no inode is left; also for torch.save's "unexpected pos", its report of a short write); the temporary file is
+removed and the files already there are untouched.
 """
 from __future__ import annotations
 
 import collections
 import contextlib
-import errno
 import json
 import logging
 import os
-import shutil
 import signal
 from typing import Any, Dict, Iterator, List, Mapping, Optional
 
 import torch
 
 from engine.checkpoint.loading import CheckpointError, PathLike, load_checkpoint_mapped
-from utils.fs import atomic_write, publish_file, remove_stale_temp_files
+from utils.fs import atomic_write, no_space_message, publish_file, remove_stale_temp_files
 from utils.jsonl import read_jsonl
 
 _logger = logging.getLogger(__name__)
@@ -95,20 +94,16 @@ def _nbytes(obj: Any) -> int:
 
 @contextlib.contextmanager
 def disk_full_as_error(folder: str, needed: int) -> Iterator[None]:
-    """Turn ENOSPC / EDQUOT raised inside into one :class:`DiskFullError` naming ``folder`` and the space."""
+    """Turn a failure for want of space inside (ENOSPC, EDQUOT, no free inodes, or torch.save's short write
+    "unexpected pos", which hides the errno) into one :class:`DiskFullError` naming ``folder`` and the space."""
     try:
         yield
-    except OSError as e:
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+    except (OSError, RuntimeError) as e:
+        reason = no_space_message(folder, needed, e)
+        if reason is None:
             raise
-        try:
-            free = f', {shutil.disk_usage(folder).free / 2**20:.1f} MB free'
-        except OSError:
-            free = ''
-        reason = 'disk quota exceeded' if e.errno == errno.EDQUOT else 'no space left on the device'
-        raise DiskFullError(f'{folder}: {reason} while writing a checkpoint (about {needed / 2**20:.1f} MB needed'
-                            f'{free}); the files already there are intact: free space and rerun the same command '
-                            'to continue') from None
+        raise DiskFullError(f'{reason} while writing a checkpoint; the files already there are intact: free space '
+                            'and rerun the same command to continue') from None
 
 
 def save_checkpoint(path: PathLike, state: Mapping[str, Any]) -> None:

@@ -37,6 +37,9 @@ ENTRIES: Tuple[Tuple[Tuple[str, ...], str], ...] = (
                        "(`None` without mixing)"),
     (('rng_per_rank',), "every rank's `{rng, mixup}`, in rank order, for an exact resume with the same number "
                         "of processes (with another number every rank starts from rank 0's)"),
+    (('epoch_meters',), "every rank's running sums of the interrupted epoch (`loss`, `grad_norm`, `step_time`, "
+                        "`data_time`: `{val, sum, count}`) and the epoch's `unreadable` / drawn videos, in rank "
+                        "order, so that the epoch's metrics line equals an uninterrupted one; `None` at an epoch end"),
     (('class_names',), 'class names by id, read from `DATA.LABEL_LIST` when the checkpoint is made (`None` when '
                        'that list is absent or does not have `MODEL.NUM_CLASSES` names): the tools name classes '
                        'without the label file'),

@@ -12,15 +12,17 @@ from typing import Any, Dict, Mapping, Optional, Union
 
 import torch
 
-from engine.checkpoint.loading import PathLike
+from engine.checkpoint.loading import CheckpointError, PathLike, load_checkpoint_mapped
 from models.pretrained import map_pretrained_state_dict, redraw_head_
 from models.weights import INPUT_KEYS, MODEL_KEYS, _checkpoint_and_source, check_finite, check_stored_config, \
-    config_differences, extract_state_dict, load_model_weights, set_allow_non_finite, unwrap_model
+    config_differences, extract_state_dict, load_model_weights, non_finite_allowed, set_allow_non_finite, \
+    unwrap_model
 
 _logger = logging.getLogger(__name__)
 
 __all__ = ['INPUT_KEYS', 'MODEL_KEYS', 'check_finite', 'check_stored_config', 'config_differences',
-           'extract_state_dict', 'load_model_weights', 'load_pretrained', 'set_allow_non_finite', 'unwrap_model']
+           'extract_state_dict', 'load_model_weights', 'load_pretrained', 'pretrained_problem',
+           'set_allow_non_finite', 'unwrap_model']
 
 # TRAIN.PRETRAINED_HEAD: keep a fitting video head ('auto') or always draw a new one ('new')
 PRETRAINED_HEAD_MODES = ('auto', 'new')
@@ -51,6 +53,8 @@ def load_pretrained(model: torch.nn.Module, path: Union[PathLike, Mapping[str, A
     log = logger or _logger
     checkpoint, source = _checkpoint_and_source(path)
     state = extract_state_dict(checkpoint, 'model', source)
+    if not non_finite_allowed():  # a NaN start only shows up later as "loss is nan", after a folder was made
+        check_finite(state, source)
     target = unwrap_model(model)
     own = target.state_dict()
     head_mode = getattr(getattr(config, 'TRAIN', None), 'PRETRAINED_HEAD', 'auto')
@@ -80,3 +84,20 @@ def load_pretrained(model: torch.nn.Module, path: Union[PathLike, Mapping[str, A
              name, source, report['layout'], len(report['loaded']), len(report['inflated']),
              len(report['left_at_init']), bool(report['reinitialised']), ', '.join(report['skipped']) or 'none')
     return report
+
+
+def pretrained_problem(path: PathLike) -> Optional[str]:
+    """None when ``path`` can initialise a model (a state dict of finite tensors), else the reason it cannot.
+
+    The start-up check of ``TRAIN.PRETRAINED_PATH`` (``engine/preflight.py``): the tensors are memory-mapped, so
+    the check reads the file once and the later :func:`load_pretrained` finds it in the page cache."""
+    source = str(path)
+    try:
+        checkpoint = load_checkpoint_mapped(path)
+        state = extract_state_dict(checkpoint, 'model', source)
+        if not non_finite_allowed():
+            check_finite(state, source)
+    except (CheckpointError, OSError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        return reason.replace(f'{source}: ', '')
+    return None
