@@ -213,6 +213,43 @@ def all_gather_object(obj: Any) -> List[Any]:
     return out
 
 
+CollectiveError = dist.DistError  # a collective failed: a peer died, or did not answer within the timeout
+
+
+class PeerFailedError(RuntimeError):
+    """Another rank stopped on an error; this rank stops with it (``kind`` is that error's class name, so that
+    every rank can end with the same exit code)."""
+
+    def __init__(self, rank: int, kind: str, message: str) -> None:
+        super().__init__(f'rank {rank} stopped: {message}')
+        self.rank, self.kind = rank, kind
+
+
+def raise_together(error: Optional[BaseException]) -> None:
+    """Call on every rank once the ranks know (from a collective they all made) that at least one of them has
+    an error: ``error`` is this rank's (or None). The rank that has one raises it; the others raise
+    :class:`PeerFailedError` naming the first failing rank and its message. Without this, an error raised on
+    one rank alone leaves the others waiting in their next collective until the process-group timeout."""
+    own = None if error is None else (type(error).__name__, ' '.join(str(error).split())[:2000])
+    reports = all_gather_object(own)
+    if error is not None:
+        raise error
+    for rank, report in enumerate(reports):
+        if report is not None:
+            raise PeerFailedError(rank, report[0], report[1])
+    raise RuntimeError('raise_together: called although no rank has an error')
+
+
+def set_collective_timeout(minutes: float) -> None:
+    """The timeout of the default process group's collectives from now on: start-up keeps a long one (rank 0
+    may generate data or check a large checkpoint while the others wait), the run after it a short one, so that
+    a peer that died or hangs ends the job in minutes. A no-op without a process group or where torch offers
+    no way to change it."""
+    setter = getattr(dist.distributed_c10d, '_set_pg_timeout', None)
+    if is_dist() and setter is not None:
+        setter(datetime.timedelta(minutes=minutes))
+
+
 def cleanup() -> None:
     if is_dist():
         dist.destroy_process_group()
