@@ -12,7 +12,9 @@ The original's command line keeps working (``python -m torch.distributed.launch 
 checkpoint (no train loader, no ImageNet file); auto-resume never replaces ``--resume`` and never applies to
 ``--eval`` (``engine/resume.py``). Exit codes: 0 done (also after a preemption save), 2 a user error (one
 line, no traceback; also another run holding the output folder's run.lock), 3 a non-finite loss, 4 too many
-unreadable videos, 130 Ctrl-C (after saving last.pth when it came during training).
+unreadable videos, 130 Ctrl-C (after saving last.pth when it came during training). Signals are handled for the
+whole life of the process (``engine/preemption.py``), the final test and --eval included; a finished run given
+again says so and changes nothing (``engine/finished.py``).
 
 The start, in order: the config (``--cfg`` also finds the original's ``video_focalnet_*.yaml`` spelling, and
 suggests the closest configs for a wrong path); every file the mode reads (``engine/preflight.py``: lists,

@@ -12,6 +12,10 @@ How it differs from the original:
   softmax``) or the mean of logits (``logits``).
 * Besides top-1 it reports top-5 and mean class accuracy, and writes ``eval_results.json`` and
   ``predictions.csv``.
+* After every batch the ranks agree (one small all-reduce) on a stop signal (``engine/preemption.py``:
+  :class:`PreemptedError` on every rank) and on an error one rank met (an unreadable video with
+  ``TEST.ON_UNREADABLE error``, a killed worker, out of memory): every rank raises, instead of the others
+  waiting in the next collective until the timeout.
 """
 from __future__ import annotations
 

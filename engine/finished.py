@@ -46,8 +46,8 @@ def _last_metrics_epoch(output: str) -> Optional[int]:
 def finished_run(config: Any) -> Optional[str]:
     """The line to print when the run in ``config.OUTPUT`` has finished training and its final test with this
     config's settings, else None (train or test as usual). Reads two small files and a few file times."""
-    if config.EVAL_MODE or config.THROUGHPUT_MODE or not config.TRAIN.FINAL_TEST:
-        return None
+    if config.EVAL_MODE or config.THROUGHPUT_MODE or not config.TRAIN.FINAL_TEST or config.MODEL.RESUME:
+        return None  # an explicit --resume asks to train from that checkpoint: as before
     output = config.OUTPUT
     results_path, last = os.path.join(output, RESULTS_FILE), os.path.join(output, 'last.pth')
     results = _read_results(results_path)

@@ -15,7 +15,8 @@ Here one entry point serves all launchers:
   ``srun`` started N independent one-process runs that all wrote the same output folder.
 
 Backend: NCCL when CUDA is available, gloo otherwise (CPU runs and tests). Every helper below also
-works without a process group, where it is the identity.
+works without a process group, where it is the identity. ``raise_together`` makes an error one rank met
+every rank's, and ``set_collective_timeout`` shortens the wait for a peer once start-up is over.
 """
 from __future__ import annotations
 
@@ -139,8 +140,8 @@ def init_distributed(local_rank: Optional[int] = None, timeout_min: float = 30.0
 
     Args:
         local_rank: ``--local_rank`` of the deprecated launcher; the LOCAL_RANK variable wins when set.
-        timeout_min: collective timeout (a rank stuck this long, e.g. on a broken video share, fails
-            loudly instead of hanging forever).
+        timeout_min: collective timeout during start-up (a rank stuck this long, e.g. on a broken video share,
+            fails loudly instead of hanging forever); ``set_collective_timeout`` shortens it afterwards.
 
     Raises:
         LaunchError: an srun task whose rendezvous address cannot be found (``slurm_launch_env``).
