@@ -54,7 +54,7 @@ from engine.data_summary import log_data_summary
 from engine.preflight import check_run_files, will_auto_resume
 from engine.evaluator import evaluate_checkpoint
 from engine.finished import finished_run
-from engine.preemption import EXIT_INTERRUPTED, PreemptedError, finish_preempted, process_flag
+from engine.preemption import EXIT_INTERRUPTED, PreemptedError, StoppedDuringStartup, finish_preempted, process_flag
 from engine.throughput import measure_throughput
 from engine.trainer import NonFiniteLossError, TooManyUnreadableError, Trainer
 from engine.weight_init import apply_weight_init
@@ -266,6 +266,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     stop = process_flag(defer_interrupts=False)  # a Ctrl-C during start-up stops at once
     try:
         return main_with_signals(argv)
+    except StoppedDuringStartup:  # SIGTERM / SIGUSR1 before the run took its output folder (config, launcher)
+        print(f'main.py: stopped by {stop.signal_name} during start-up; nothing to save', file=sys.stderr)
+        return finish_preempted(stop.signal_name, int(os.environ.get('RANK', '0') or 0) == 0,
+                                'stopped during start-up, nothing to save', stop.seconds_since_signal())
     finally:
         stop.uninstall()
 
@@ -294,6 +298,10 @@ def main_with_signals(argv: Optional[List[str]] = None) -> int:
     except PreemptedError as e:  # every rank agreed on a signal: saved (training) or stopped (final test, --eval)
         stop = process_flag()
         return finish_preempted(stop.signal_name, dist_info.is_main, e.saved, stop.seconds_since_signal())
+    except StoppedDuringStartup:  # SIGTERM / SIGUSR1 before training or evaluation began: nothing to save
+        stop = process_flag()
+        return finish_preempted(stop.signal_name, dist_info.is_main, 'stopped during start-up, nothing to save',
+                                stop.seconds_since_signal())
     except du.PeerFailedError as e:  # another rank's error: this rank stops with it, with the same exit code
         logger.error(f'stopping: {one_line_message(e)}')
         return PEER_EXIT_CODES.get(e.kind, 1)
@@ -312,6 +320,7 @@ def main_with_signals(argv: Optional[List[str]] = None) -> int:
         logger.error(f'stopping: {one_line_message(e)}')
         return EXIT_TOO_MANY_UNREADABLE
     finally:
+        process_flag().defer_interrupts()  # a signal now only gets recorded: nothing may stop the clean-up
         release_run_lock(lock)
         du.cleanup()
         close_logging()

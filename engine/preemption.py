@@ -18,7 +18,8 @@ New (the original had no preemption handling). Where the flag is read:
 * SIGUSR1 (SLURM's warning before the time limit, ``sbatch --signal=USR1@120``): exit code 0, and inside a
   SLURM job rank 0 requeues it (``scontrol requeue $SLURM_JOB_ID``), so it continues from ``last.pth``.
 * SIGINT (Ctrl-C): exit code 130, as for any program a terminal interrupts. Before anything reads the flag
-  (start-up: the model being built, a checkpoint being loaded) it stops at once; afterwards a second Ctrl-C
+  (start-up: the model being built, a checkpoint being loaded) every signal stops the run at once (nothing
+  to save; SIGUSR1 still requeues); afterwards a second Ctrl-C
   does not wait for the save: it raises ``KeyboardInterrupt`` at once (``main`` exits 130 without a
   traceback; the checkpoint files are written atomically, so the previous ``last.pth`` stays whole).
 
@@ -39,6 +40,13 @@ from typing import Any, Dict, Iterator, Optional
 logger = logging.getLogger(__name__)
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a program stopped by Ctrl-C
+
+
+class StoppedDuringStartup(BaseException):
+    """SIGTERM / SIGUSR1 before anything reads the flag (start-up: the config, the model, a checkpoint being
+    loaded): there is nothing to save, so the run stops at once. A BaseException, like KeyboardInterrupt, so
+    that no ``except Exception`` on the way swallows it; ``main`` ends as after a save (0, a requeue on
+    SIGUSR1)."""
 
 
 class PreemptedError(Exception):
@@ -63,9 +71,10 @@ class PreemptionFlag:
 
     The run checks ``requested`` at safe points (optimizer-step boundaries, evaluation batches), saves what
     there is to save and exits cleanly. A second SIGTERM / SIGUSR1 is ignored; a SIGINT after any first
-    signal raises ``KeyboardInterrupt`` (the user asks to stop now), and so does a first SIGINT while nothing
-    defers it (``defer_interrupts=False`` until :meth:`defer_interrupts` or :meth:`interrupts_deferred`:
-    before the run reaches code that reads the flag, there is nothing to wait for). Handlers can only be installed from the main thread (elsewhere this is a no-op flag)."""
+    signal raises ``KeyboardInterrupt`` (the user asks to stop now). While nothing defers signals
+    (``defer_interrupts=False`` until :meth:`defer_interrupts` or :meth:`interrupts_deferred`: before the run
+    reaches code that reads the flag, there is nothing to wait for), a first SIGINT raises ``KeyboardInterrupt``
+    and a first SIGTERM / SIGUSR1 :class:`StoppedDuringStartup`. Handlers can only be installed from the main thread (elsewhere this is a no-op flag)."""
 
     SIGNALS = ('SIGTERM', 'SIGUSR1', 'SIGINT')
 
@@ -108,6 +117,8 @@ class PreemptionFlag:
             self.requested = True
             self.signal_name = signal.Signals(signum).name
             self.requested_at = time.monotonic()
+            if not self._defer_interrupts:  # nothing reads the flag yet: waiting for the first step gains nothing
+                raise StoppedDuringStartup()
 
     def code(self, world_size: int) -> float:
         """This rank's signal as a number whose sum over ``world_size`` ranks tells which signals arrived

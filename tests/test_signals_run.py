@@ -206,6 +206,32 @@ def test_ctrl_c_during_the_imports_is_one_line():
     assert err == 'main.py: interrupted (Ctrl-C)\n' and 'Traceback' not in out
 
 
+def test_sigterm_during_start_up_stops_at_once_and_releases_the_lock(tmp_path, monkeypatch, capsys):
+    """Before training or evaluation reads the flag there is nothing to save: the run stops at once (exit 0),
+    instead of the default action (killed, run.lock left behind) or waiting for a first step."""
+    import main
+
+    def start_up(config, dist_info):     # the model being built, a checkpoint being loaded ...
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)
+        raise AssertionError('the signal did not stop the start-up')
+
+    def unhandled(signum, frame):
+        raise AssertionError('SIGTERM reached no handler of main.py')
+
+    monkeypatch.setattr(main, 'run', start_up)
+    data = make_tiny_data(str(tmp_path / 'data'), num_train=4, num_val=1)
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        started = time.time()
+        code = main.main(['--cfg', TOY_CFG, '--output', str(tmp_path / 'out'), '--tag', 'term', '--opts',
+                          *tiny_opts(data)])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert code == 0 and time.time() - started < 5
+    assert not os.path.exists(run_folder(str(tmp_path / 'out'), 'term'))   # lock released, nothing left
+
+
 # ----------------------------------------------------------------------------------------------- unit level
 def test_the_agreed_signal_decodes_every_combination():
     world = 3
