@@ -305,11 +305,6 @@ def main_with_signals(argv: Optional[List[str]] = None) -> int:
     except du.PeerFailedError as e:  # another rank's error: this rank stops with it, with the same exit code
         logger.error(f'stopping: {one_line_message(e)}')
         return PEER_EXIT_CODES.get(e.kind, 1)
-    except du.CollectiveError as e:  # a peer died or hangs: one line instead of a traceback per rank
-        first = one_line_message(e).splitlines()[0] if str(e).strip() else type(e).__name__
-        logger.error(f'stopping: the other processes of this run stopped answering (a process died or hangs: its '
-                     f'own log says why; the wait is DIST_TIMEOUT_MIN={config.DIST_TIMEOUT_MIN:g} minutes): {first}')
-        return 1
     except (ConfigError, CheckpointError, PretrainedMismatchError, AnnotationError, FileNotFoundError) as e:
         logger.error(f'{type(e).__name__}: {e}', extra=FILE_ONLY)  # the console gets the one line of user_error
         return user_error(str(e))
@@ -319,6 +314,13 @@ def main_with_signals(argv: Optional[List[str]] = None) -> int:
     except (TooManyUnreadableError, UnreadableVideosError) as e:
         logger.error(f'stopping: {one_line_message(e)}')
         return EXIT_TOO_MANY_UNREADABLE
+    except RuntimeError as e:  # a peer died or hangs: one line instead of a traceback per rank
+        if not du.is_collective_failure(e):
+            raise
+        first = one_line_message(e).splitlines()[0] if str(e).strip() else type(e).__name__
+        logger.error(f'stopping: the other processes of this run stopped answering (a process died or hangs: its '
+                     f'own log says why; the wait is DIST_TIMEOUT_MIN={config.DIST_TIMEOUT_MIN:g} minutes): {first}')
+        return 1
     finally:
         process_flag().defer_interrupts()  # a signal now only gets recorded: nothing may stop the clean-up
         release_run_lock(lock)

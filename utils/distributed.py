@@ -214,7 +214,14 @@ def all_gather_object(obj: Any) -> List[Any]:
     return out
 
 
-CollectiveError = dist.DistError  # a collective failed: a peer died, or did not answer within the timeout
+# gloo reports a timeout or a vanished peer as a plain RuntimeError with its own wording
+_GLOO_PEER_FAILURES = ('Timed out waiting', 'Connection closed by peer', 'Connection reset by peer')
+
+
+def is_collective_failure(error: BaseException) -> bool:
+    """True when ``error`` says that a collective failed because a peer died or did not answer in time."""
+    return isinstance(error, dist.DistError) or (
+        isinstance(error, RuntimeError) and any(words in str(error) for words in _GLOO_PEER_FAILURES))
 
 
 class PeerFailedError(RuntimeError):
@@ -246,7 +253,7 @@ def set_collective_timeout(minutes: float) -> None:
     may generate data or check a large checkpoint while the others wait), the run after it a short one, so that
     a peer that died or hangs ends the job in minutes. A no-op without a process group or where torch offers
     no way to change it."""
-    setter = getattr(dist.distributed_c10d, '_set_pg_timeout', None)
+    setter = getattr(dist, 'set_timeout', None) or getattr(dist.distributed_c10d, '_set_pg_timeout', None)
     if is_dist() and setter is not None:
         setter(datetime.timedelta(minutes=minutes))
 
