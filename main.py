@@ -12,7 +12,9 @@ The original's command line keeps working (``python -m torch.distributed.launch 
 checkpoint (no train loader, no ImageNet file); auto-resume never replaces ``--resume`` and never applies to
 ``--eval`` (``engine/resume.py``). Exit codes: 0 done (also after a preemption save), 2 a user error (one
 line, no traceback; also another run holding the output folder's run.lock), 3 a non-finite loss, 4 too many
-unreadable videos, 130 Ctrl-C (after saving last.pth when it came during training).
+unreadable videos, 130 Ctrl-C (after saving last.pth when it came during training). Signals are handled for the
+whole life of the process (``engine/preemption.py``), the final test and --eval included; a finished run given
+again says so and changes nothing (``engine/finished.py``).
 
 The start, in order: the config (``--cfg`` also finds the original's ``video_focalnet_*.yaml`` spelling, and
 suggests the closest configs for a wrong path); every file the mode reads (``engine/preflight.py``: lists,
@@ -24,6 +26,16 @@ checkpoints are loaded and the loaders built (``start_run``), so a failed start 
 and ``--throughput`` writes nothing: no mode replaces a file another mode wrote.
 """
 from __future__ import annotations
+
+if __name__ == '__main__':  # Ctrl-C during the imports below (torch, timm: seconds) is one line, not a traceback
+    import signal as _signal
+    import sys as _sys
+
+    def _interrupted_while_starting(signum, frame):
+        print('main.py: interrupted (Ctrl-C)', file=_sys.stderr)
+        raise SystemExit(130)
+
+    _signal.signal(_signal.SIGINT, _interrupted_while_starting)
 
 import argparse
 import difflib
@@ -48,7 +60,8 @@ from engine.layout import apply_global_batch
 from engine.preflight import check_run_files, will_auto_resume
 from engine.run_identity import check_same_run
 from engine.evaluator import evaluate_checkpoint
-from engine.preemption import EXIT_INTERRUPTED, PreemptedError, finish_preempted
+from engine.finished import finished_run
+from engine.preemption import EXIT_INTERRUPTED, PreemptedError, StoppedDuringStartup, finish_preempted, process_flag
 from engine.throughput import measure_throughput
 from engine.trainer import NonFiniteLossError, TooManyUnreadableError, Trainer
 from engine.weight_init import apply_weight_init
@@ -64,6 +77,11 @@ logger = logging.getLogger('main')
 EXIT_USER_ERROR = 2
 EXIT_NON_FINITE_LOSS = 3
 EXIT_TOO_MANY_UNREADABLE = 4
+# the exit code of a rank that stops because another one failed with this error (see main's except clauses)
+PEER_EXIT_CODES = {'ConfigError': EXIT_USER_ERROR, 'CheckpointError': EXIT_USER_ERROR,
+                   'AnnotationError': EXIT_USER_ERROR, 'NonFiniteLossError': EXIT_NON_FINITE_LOSS,
+                   'TooManyUnreadableError': EXIT_TOO_MANY_UNREADABLE,
+                   'UnreadableVideosError': EXIT_TOO_MANY_UNREADABLE}
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -199,6 +217,10 @@ def run(config: Any, dist_info: du.DistInfo, resume_changes: Optional[List[str]]
     # --throughput measures and writes nothing; the other modes' log file waits for start_run
     setup_logging(None if config.THROUGHPUT_MODE else config.OUTPUT, dist_info.rank, config.MODEL.NAME,
                   defer_file=True)
+    finished = du.all_gather_object(finished_run(config) if dist_info.is_main else None)[0]
+    if finished:  # the same command again: nothing to train or test, nothing is read or written
+        logger.info(finished)
+        return 0
     if not (config.EVAL_MODE or config.THROUGHPUT_MODE):  # the recipe's global batch on these processes
         config = apply_global_batch(config, dist_info.world_size, logger)
     prepare_toy_data(config, dist_info)  # logged, so that the generation of a fresh checkout is visible
@@ -231,24 +253,32 @@ def run(config: Any, dist_info: du.DistInfo, resume_changes: Optional[List[str]]
         measure_throughput(config, model, dist_info.device)
         return 0
     if config.EVAL_MODE:
-        evaluate_checkpoint(config, dist_info, model, on_start=lambda: start_run(config, dist_info, env))
+        evaluate_checkpoint(config, dist_info, model, on_start=lambda: after_start(config, dist_info, env))
         return 0
     ignored = keys_the_original_ignored(config)
     if ignored:
         logger.info('in effect here, ignored by the original code (see README, Differences from the original): '
                     + '; '.join(ignored))
     trainer = Trainer(config, dist_info, model)  # loads --resume / last.pth / the ImageNet weights
-    start_run(config, dist_info, env)
-    try:
-        trainer.fit()
-    except PreemptedError:  # saved; 0 (130 after Ctrl-C), a SLURM job requeued on SIGUSR1
-        return finish_preempted(trainer.preemption.signal_name, dist_info.is_main)
+    after_start(config, dist_info, env)
+    try:  # a signal from here on (final test included) ends in main's PreemptedError: saved, requeued, exit code
+        if trainer.state['start_epoch'] >= config.TRAIN.EPOCHS:  # the final test was interrupted or never written
+            logger.info(f'training finished earlier (epoch {config.TRAIN.EPOCHS}/{config.TRAIN.EPOCHS}): running '
+                        'only the final test' if config.TRAIN.FINAL_TEST else 'training finished earlier')
+        else:
+            trainer.fit()
+        if config.TRAIN.FINAL_TEST:
+            trainer.final_test()
     finally:
-        trainer.preemption.uninstall()
         trainer.tb.close()
-    if config.TRAIN.FINAL_TEST:
-        trainer.final_test()
     return 0
+
+
+def after_start(config: Any, dist_info: du.DistInfo, env: dict) -> None:
+    """Start-up is over: write the run folder (``start_run``) and shorten the collective timeout, so that a
+    process that dies or hangs from here on stops the others within DIST_TIMEOUT_MIN minutes."""
+    start_run(config, dist_info, env)
+    du.set_collective_timeout(config.DIST_TIMEOUT_MIN)
 
 
 def user_error(message: str) -> int:
@@ -270,6 +300,20 @@ def one_line_message(error: BaseException) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    # SIGTERM / SIGUSR1 / SIGINT are handled for the whole life of the process: a signal before training,
+    # during it, in the final test or in --eval ends in a save point or a clean stop, and run.lock is released
+    stop = process_flag(defer_interrupts=False)  # a Ctrl-C during start-up stops at once
+    try:
+        return main_with_signals(argv)
+    except StoppedDuringStartup:  # SIGTERM / SIGUSR1 before the run took its output folder (config, launcher)
+        print(f'main.py: stopped by {stop.signal_name} during start-up; nothing to save', file=sys.stderr)
+        return finish_preempted(stop.signal_name, int(os.environ.get('RANK', '0') or 0) == 0,
+                                'stopped during start-up, nothing to save', stop.seconds_since_signal())
+    finally:
+        stop.uninstall()
+
+
+def main_with_signals(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     set_allow_non_finite(args.allow_non_finite)
     try:
@@ -295,6 +339,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C outside training, or a second one during its save
         print('main.py: interrupted (Ctrl-C)', file=sys.stderr)
         return EXIT_INTERRUPTED
+    except PreemptedError as e:  # every rank agreed on a signal: saved (training) or stopped (final test, --eval)
+        stop = process_flag()
+        return finish_preempted(stop.signal_name, dist_info.is_main, e.saved, stop.seconds_since_signal())
+    except StoppedDuringStartup:  # SIGTERM / SIGUSR1 before training or evaluation began: nothing to save
+        stop = process_flag()
+        return finish_preempted(stop.signal_name, dist_info.is_main, 'stopped during start-up, nothing to save',
+                                stop.seconds_since_signal())
+    except du.PeerFailedError as e:  # another rank's error: this rank stops with it, with the same exit code
+        logger.error(f'stopping: {one_line_message(e)}')
+        return PEER_EXIT_CODES.get(e.kind, 1)
     except (ConfigError, CheckpointError, PretrainedMismatchError, AnnotationError, FileNotFoundError) as e:
         logger.error(f'{type(e).__name__}: {e}', extra=FILE_ONLY)  # the console gets the one line of user_error
         return user_error(str(e))
@@ -304,11 +358,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (TooManyUnreadableError, UnreadableVideosError) as e:
         logger.error(f'stopping: {one_line_message(e)}')
         return EXIT_TOO_MANY_UNREADABLE
+    except RuntimeError as e:  # a peer died or hangs: one line instead of a traceback per rank
+        if not du.is_collective_failure(e):
+            raise
+        first = one_line_message(e).splitlines()[0] if str(e).strip() else type(e).__name__
+        logger.error(f'stopping: the other processes of this run stopped answering (a process died or hangs: its '
+                     f'own log says why; the wait is DIST_TIMEOUT_MIN={config.DIST_TIMEOUT_MIN:g} minutes): {first}')
+        return 1
     finally:
+        process_flag().defer_interrupts()  # a signal now only gets recorded: nothing may stop the clean-up
         release_run_lock(lock)
         du.cleanup()
         close_logging()
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # before the run's own handling starts (the command line, the config)
+        print('main.py: interrupted (Ctrl-C)', file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)

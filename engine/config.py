@@ -420,6 +420,7 @@ _VALUE_RANGES = (
     ('TEST.BATCH_SIZE', None, 1, None, _COUNT),
     ('SAVE_FREQ', None, 1, None, _COUNT),
     ('PRINT_FREQ', None, 1, None, _COUNT),
+    ('DIST_TIMEOUT_MIN', None, 0.01, None, _NON_NEGATIVE),
     ('SEED', '--seed', 0, MAX_SEED, _COUNT),
     ('CPU_THREADS', None, 0, None, _COUNT),
 )

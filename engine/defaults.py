@@ -189,6 +189,7 @@ _C.THROUGHPUT_MODE = False                # set by --throughput: measure clips/s
 _C.DEBUG_MODE = False                     # unused
 _C.LOCAL_RANK = 0                         # set from --local_rank or LOCAL_RANK
 _C.TENSORBOARD = True                     # write TensorBoard scalars to OUTPUT/tensorboard
+_C.DIST_TIMEOUT_MIN = 10.0                # after start-up, minutes a process waits in a collective for the others before the run stops (a lost peer)
 
 
 def get_default_config() -> CN:

@@ -12,9 +12,14 @@ How it differs from the original:
   softmax``) or the mean of logits (``logits``).
 * Besides top-1 it reports top-5 and mean class accuracy, and writes ``eval_results.json`` and
   ``predictions.csv``.
+* After every batch the ranks agree (one small all-reduce) on a stop signal (``engine/preemption.py``:
+  :class:`PreemptedError` on every rank) and on an error one rank met (an unreadable video with
+  ``TEST.ON_UNREADABLE error``, a killed worker, out of memory): every rank raises, instead of the others
+  waiting in the next collective until the timeout.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -31,6 +36,7 @@ from datasets import build_eval_loader, normalize_clip, read_label_list
 from engine.amp import amp_dtype as resolve_amp_dtype
 from engine.amp import autocast
 from engine.checkpoint import load_model_weights
+from engine.preemption import PreemptedError, PreemptionFlag, active_flag
 from utils.progress import ProgressBar, format_duration
 from engine.resume import resolve_resume
 from utils import distributed as du
@@ -193,26 +199,83 @@ def evaluate(model: nn.Module, loader: Iterable[Dict[str, Any]], num_classes: in
         total = len(loader)  # type: ignore[arg-type]
     except TypeError:
         total = None
+    world_size = get_world_size()
+    # Ranks may hold one batch more than others: the per-batch agreement covers the batches every rank has,
+    # one more after the loop covers the rest (the same number of collectives on every rank).
+    agreed_batches = total if world_size == 1 else min((n or 0) for n in all_gather_object(total))
+    flag = active_flag()
     bar = ProgressBar(total, desc=desc, enabled=show_progress)
-    for batch in loader:
-        meter.add_unreadable(batch.get('unreadable') or [])
-        imgs = batch['imgs']
-        if imgs.shape[0]:
-            if imgs.shape[1] != num_views:
-                raise EvaluationError(f"the loader gave {imgs.shape[1]} views per video, expected {num_views}")
-            b, v = imgs.shape[:2]
-            clips = imgs.to(device, non_blocking=True).flatten(0, 1)
-            outputs = []
-            for chunk in clips.split(max(1, max_clips_per_forward)):
-                with autocast(device, amp_dtype):
-                    outputs.append(model(normalize(chunk)).float())
-            meter.update(batch['index'], torch.cat(outputs).view(b, v, -1), batch['label'])
-        bar.update(1)
-    bar.close()
+    error: Optional[Exception] = None
+    batches = iter(loader)
+    position = 0
+    try:
+        with flag.interrupts_deferred() if flag is not None else contextlib.nullcontext():
+            while True:
+                error = None
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    break
+                except Exception as e:  # e.g. a killed worker, an unreadable video with TEST.ON_UNREADABLE error
+                    error = e
+                if error is None:
+                    try:
+                        _score_batch(model, batch, meter, num_views, device, normalize, amp_dtype,
+                                     max_clips_per_forward)
+                    except Exception as e:  # e.g. out of memory on this rank's device
+                        error = e
+                    bar.update(1)
+                position += 1
+                if agreed_batches is None or position <= agreed_batches:
+                    _stop_or_fail_together(flag, error, device, f'{desc} stopped at batch {position} of {total}')
+                elif error is not None:
+                    break
+            if world_size > 1:
+                _stop_or_fail_together(flag, error, device, f'{desc} stopped at batch {position} of {total}')
+    finally:
+        bar.close()
+        model.train(was_training)
+        del batches  # a loader stopped early shuts its workers down now, not at the exit
     meter.synchronize()
     meter.check(num_videos)
-    model.train(was_training)
     return meter
+
+
+def _score_batch(model: nn.Module, batch: Dict[str, Any], meter: VideoScoreMeter, num_views: int,
+                 device: torch.device, normalize: Any, amp_dtype: Optional[torch.dtype],
+                 max_clips_per_forward: int) -> None:
+    """Forward every view of ``batch`` (in chunks of ``max_clips_per_forward`` clips) into ``meter``."""
+    meter.add_unreadable(batch.get('unreadable') or [])
+    imgs = batch['imgs']
+    if not imgs.shape[0]:
+        return
+    if imgs.shape[1] != num_views:
+        raise EvaluationError(f"the loader gave {imgs.shape[1]} views per video, expected {num_views}")
+    b, v = imgs.shape[:2]
+    clips = imgs.to(device, non_blocking=True).flatten(0, 1)
+    outputs = []
+    for chunk in clips.split(max(1, max_clips_per_forward)):
+        with autocast(device, amp_dtype):
+            outputs.append(model(normalize(chunk)).float())
+    meter.update(batch['index'], torch.cat(outputs).view(b, v, -1), batch['label'])
+
+
+def _stop_or_fail_together(flag: Optional[PreemptionFlag], error: Optional[Exception], device: torch.device,
+                           stopped: str) -> None:
+    """After an evaluation batch: raise ``error`` (this rank's, or another rank's as ``PeerFailedError``) or
+    :class:`PreemptedError` (a signal on any rank), on every rank alike. With several ranks this is one small
+    all-reduce (the batch's scores were just read to the host anyway)."""
+    world_size = get_world_size()
+    code = flag.code(world_size) if flag is not None else 0.0
+    if world_size > 1:
+        agreed = torch.tensor([code, float(error is not None)], dtype=torch.float64, device=device)
+        code, errors = du.all_reduce_sum(agreed).tolist()
+        if errors:
+            du.raise_together(error)
+    elif error is not None:
+        raise error
+    if flag is not None and flag.adopt(code, world_size):
+        raise PreemptedError(stopped)
 
 
 def summarize(meter: VideoScoreMeter) -> Dict[str, Any]:

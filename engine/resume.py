@@ -54,13 +54,18 @@ def resolve_resume(config: Any, target: Optional['ResumeTarget'] = None) -> Opti
     return None
 
 
-def gather_random_states(mixup: Any = None) -> List[Dict[str, Any]]:
-    """Every rank's RNG states and mixup generator, in rank order (a collective: call on all ranks).
+def own_random_state(mixup: Any = None) -> Dict[str, Any]:
+    """This rank's RNG states and mixup generator, as :func:`gather_random_states` collects them."""
+    return {'rng': capture_rng_state(), 'mixup': mixup.state_dict() if mixup is not None else None}
+
+
+def gather_random_states(mixup: Any = None, own: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
+    """Every rank's RNG states and mixup generator, in rank order (a collective: call on all ranks); ``own``:
+    this rank's, taken earlier with :func:`own_random_state` (default: now).
 
     Ranks draw different numbers (seeds SEED + rank), so an exact multi-process resume needs each
     rank's own state, not only rank 0's."""
-    own = {'rng': capture_rng_state(), 'mixup': mixup.state_dict() if mixup is not None else None}
-    return all_gather_object(own)
+    return all_gather_object(own if own is not None else own_random_state(mixup))
 
 
 def pick_random_state(checkpoint: Dict[str, Any], rank: int, world_size: int) -> Optional[Dict[str, Any]]:

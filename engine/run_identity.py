@@ -41,7 +41,7 @@ MAY_CHANGE_ON_RESUME = (
     'TRAIN.EPOCHS',                 # extend (or shorten) a run; the LR schedule follows the new length
     'DATA.NUM_WORKERS', 'DATA.PIN_MEMORY', 'TEST.BATCH_SIZE',
     'TRAIN.USE_CHECKPOINT', 'TRAIN.SELECTIVE_CHECKPOINT', 'TRAIN.COMPILE', 'TRAIN.DETERMINISTIC',
-    'PRINT_FREQ', 'PROGRESS_BAR', 'SAVE_FREQ', 'TENSORBOARD', 'CPU_THREADS',
+    'PRINT_FREQ', 'PROGRESS_BAR', 'SAVE_FREQ', 'TENSORBOARD', 'CPU_THREADS', 'DIST_TIMEOUT_MIN',
 )
 
 # Compared through the total batch and the scaled LRs (see the module docstring), never one by one.

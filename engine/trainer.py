@@ -24,7 +24,7 @@ import math
 import os
 import time
 from contextlib import nullcontext
-from typing import Any, Callable, ContextManager, Dict, List
+from typing import Any, Callable, ContextManager, Dict, List, Optional
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -44,10 +44,10 @@ from engine.lr_schedule import build_scheduler
 from engine.meters import EPOCH_METERS, AverageMeter
 from utils.progress import ProgressBar, format_duration
 from engine.optim import build_optimizer, clip_gradients
-from engine.preemption import PreemptedError, PreemptionFlag
+from engine.preemption import PreemptedError, process_flag
 from engine.step_random import keyed_randomness, micro_batch_index, micro_batch_key
-from engine.resume import ResumeTarget, decide_start, gather_random_states, move_aside, restore_training_state, \
-    resume_position, skip_first_batches
+from engine.resume import ResumeTarget, decide_start, gather_random_states, move_aside, own_random_state, \
+    restore_training_state, resume_position, skip_first_batches
 from utils import distributed as du
 from utils.env import memory_mb
 from utils.logger import TensorBoardWriter
@@ -123,7 +123,8 @@ class Trainer:
             self.eval_model = torch.compile(model)
         self.tb = TensorBoardWriter(os.path.join(config.OUTPUT, 'tensorboard'),
                                     enabled=config.TENSORBOARD and dist_info.is_main)
-        self.preemption = PreemptionFlag().install()
+        # the process's flag (main.py installs it for the whole run); from here on a Ctrl-C waits for a save point
+        self.preemption = process_flag().defer_interrupts()
         # for the run ETA: when the current epoch began, how long its updates took, and how long the last
         # finished epoch spent after its updates (validation, checkpoints)
         self._epoch_timing = {'begin': None, 'train_seconds': None, 'overhead_seconds': 0.0}
@@ -215,14 +216,16 @@ class Trainer:
         if error:
             raise CheckpointError(error)
 
-    def checkpoint_state(self, epoch: int, epoch_step: int) -> Dict[str, Any]:
+    def checkpoint_state(self, epoch: int, epoch_step: int,
+                         random_state: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         """What a checkpoint holds; ``epoch`` = last completed epoch, ``epoch_step`` = updates done after it.
 
         Call on every rank (the random states are gathered); only rank 0 writes it. Weights that are no
         longer finite (an update that overflowed although its loss and gradients were finite) stop the run
-        here, before anything is written, on every rank alike (DDP keeps the weights equal)."""
+        here, before anything is written, on every rank alike (DDP keeps the weights equal). ``random_state``:
+        this rank's RNG states taken earlier (``own_random_state``), default now."""
         check_finite_weights(self.model, f'epoch {epoch} update {epoch_step}')
-        random_states = gather_random_states(self.mixup)
+        random_states = gather_random_states(self.mixup, random_state)
         return make_checkpoint(
             model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
             lr_scheduler=self.scheduler.state_dict(),
@@ -265,7 +268,11 @@ class Trainer:
             skip = start_step if epoch == start_epoch else 0
             epoch_start = time.time()
             train_stats = self.train_one_epoch(epoch, skip)
-            val = self.validate(epoch)
+            end_of_updates = own_random_state(self.mixup)  # what a save during validation resumes with
+            try:
+                val = self.validate(epoch)
+            except PreemptedError:  # every rank stopped at the same evaluation batch
+                self._save_preempted(epoch, self.updates_per_epoch, end_of_updates)
             # best.pth's own accuracy decides (None: there is none yet, or it is unreadable)
             improved = self.state['best_accuracy'] is None or val['acc1'] > self.state['best_accuracy']
             if improved:
@@ -281,8 +288,9 @@ class Trainer:
             logger.info(f"epoch {epoch}: max accuracy {self.state['max_accuracy']:.2f}%, "
                         f"{format_duration(time.time() - epoch_start)}")
             # a signal that came during validation or the save: last.pth is already this epoch's, stop now
-            requested = torch.tensor([float(self.preemption.requested)], dtype=torch.float64, device=self.device)
-            if du.all_reduce_sum(requested).item() > 0:
+            requested = torch.tensor([self.preemption.code(self.dist.world_size)], dtype=torch.float64,
+                                     device=self.device)
+            if self.preemption.adopt(du.all_reduce_sum(requested).item(), self.dist.world_size):
                 logger.warning(f'{self.preemption.signal_name or "preemption"} received: last.pth holds epoch '
                                f'{epoch}; exiting, rerun the same command to continue')
                 raise PreemptedError()
@@ -342,7 +350,8 @@ class Trainer:
             grad_norm_t = self.unscale_and_clip(global_step)
             # One collective per update: [non-finite loss, preemption, unreadable, drawn] summed over ranks,
             # read in one transfer with this rank's loss sum and gradient norm.
-            host = torch.cat([torch.tensor([float(self.preemption.requested)], dtype=torch.float64), pending])
+            host = torch.cat([torch.tensor([self.preemption.code(self.dist.world_size)], dtype=torch.float64),
+                              pending])
             flags = torch.cat([(~torch.isfinite(loss_sum)).double().view(1), host_to_device(host, device)])
             flags = du.all_reduce_sum(flags)
             values = torch.cat([flags, loss_sum.double().view(1),
@@ -374,7 +383,7 @@ class Trainer:
                 bar.clear()
                 self._log_step(epoch, update, global_step, meters, per_update)
                 bar.refresh()
-            if preempted > 0:
+            if self.preemption.adopt(preempted, self.dist.world_size):  # the signal every rank agrees on
                 bar.close()
                 self._save_preempted(epoch, update + 1)
         bar.close()
@@ -494,11 +503,15 @@ class Trainer:
             self.updates_per_epoch * step_time + overhead)
         return epoch_remaining, run_remaining
 
-    def _save_preempted(self, epoch: int, epoch_step: int) -> None:
-        logger.warning(f'{self.preemption.signal_name or "preemption"} received: saving last.pth at epoch {epoch}, '
-                       f'update {epoch_step} of {self.updates_per_epoch}, then exiting; rerun the same command '
-                       'to continue')
-        state = self.checkpoint_state(epoch - 1, epoch_step)
+    def _save_preempted(self, epoch: int, epoch_step: int, random_state: Optional[Dict[str, Any]] = None) -> None:
+        """Save ``last.pth`` at ``epoch_step`` updates into ``epoch`` and raise ``PreemptedError``. A signal during
+        validation saves the end of the epoch's updates (``random_state`` taken then): the rerun validates the
+        epoch first, and the save does not wait for the validation to end."""
+        during = ' during validation' if random_state is not None else ''
+        logger.warning(f'{self.preemption.signal_name or "preemption"} received{during}: saving last.pth at epoch '
+                       f'{epoch}, update {epoch_step} of {self.updates_per_epoch}, then exiting; rerun the same '
+                       'command to continue')
+        state = self.checkpoint_state(epoch - 1, epoch_step, random_state)
         self._on_main(lambda: write_checkpoint(self.config.OUTPUT, ['last.pth'], state))
         raise PreemptedError()
 
@@ -545,4 +558,4 @@ class Trainer:
         clips, crops = config.TEST.FINAL_NUM_CLIP, config.TEST.FINAL_NUM_CROP
         test_set, test_loader = build_eval_loader(config, self.dist.rank, self.dist.world_size, clips, crops)
         test_and_report(self.eval_model, test_set, test_loader, config, self.device, self.amp_dtype, clips, crops,
-                        {'checkpoint': source, 'epoch': epoch}, 'final test')
+                        {'checkpoint': source, 'epoch': epoch, 'train_epochs': self.config.TRAIN.EPOCHS}, 'final test')

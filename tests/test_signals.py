@@ -64,6 +64,25 @@ def test_a_second_sigint_raises_keyboard_interrupt_at_once():
         flag.uninstall()
 
 
+def test_ctrl_c_as_the_temp_file_is_created_leaves_no_temp_file(tmp_path, monkeypatch):
+    """A second Ctrl-C during a save can be handled the moment os.open returns: the temporary exists on disk
+    but its descriptor was never handed to the writer. The temporary must still go, the target stay as it was."""
+    from utils import fs
+    target = tmp_path / 'last.pth'
+    target.write_bytes(b'good')
+    real_open = os.open
+
+    def open_then_interrupted(path, flags, mode=0o777):
+        os.close(real_open(path, flags, mode))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fs.os, 'open', open_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fs.atomic_write(str(target), lambda f: f.write(b'new'))
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path)) == ['last.pth'] and target.read_bytes() == b'good'
+
+
 class _Squares(torch.utils.data.Dataset):
     def __len__(self):
         return 64

@@ -15,7 +15,8 @@ Here one entry point serves all launchers:
   ``srun`` started N independent one-process runs that all wrote the same output folder.
 
 Backend: NCCL when CUDA is available, gloo otherwise (CPU runs and tests). Every helper below also
-works without a process group, where it is the identity.
+works without a process group, where it is the identity. ``raise_together`` makes an error one rank met
+every rank's, and ``set_collective_timeout`` shortens the wait for a peer once start-up is over.
 """
 from __future__ import annotations
 
@@ -139,8 +140,8 @@ def init_distributed(local_rank: Optional[int] = None, timeout_min: float = 30.0
 
     Args:
         local_rank: ``--local_rank`` of the deprecated launcher; the LOCAL_RANK variable wins when set.
-        timeout_min: collective timeout (a rank stuck this long, e.g. on a broken video share, fails
-            loudly instead of hanging forever).
+        timeout_min: collective timeout during start-up (a rank stuck this long, e.g. on a broken video share,
+            fails loudly instead of hanging forever); ``set_collective_timeout`` shortens it afterwards.
 
     Raises:
         LaunchError: an srun task whose rendezvous address cannot be found (``slurm_launch_env``).
@@ -211,6 +212,50 @@ def all_gather_object(obj: Any) -> List[Any]:
     out: List[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+# gloo reports a timeout or a vanished peer as a plain RuntimeError with its own wording
+_GLOO_PEER_FAILURES = ('Timed out waiting', 'Connection closed by peer', 'Connection reset by peer')
+
+
+def is_collective_failure(error: BaseException) -> bool:
+    """True when ``error`` says that a collective failed because a peer died or did not answer in time."""
+    return isinstance(error, dist.DistError) or (
+        isinstance(error, RuntimeError) and any(words in str(error) for words in _GLOO_PEER_FAILURES))
+
+
+class PeerFailedError(RuntimeError):
+    """Another rank stopped on an error; this rank stops with it (``kind`` is that error's class name, so that
+    every rank can end with the same exit code)."""
+
+    def __init__(self, rank: int, kind: str, message: str) -> None:
+        super().__init__(f'rank {rank} stopped: {message}')
+        self.rank, self.kind = rank, kind
+
+
+def raise_together(error: Optional[BaseException]) -> None:
+    """Call on every rank once the ranks know (from a collective they all made) that at least one of them has
+    an error: ``error`` is this rank's (or None). The rank that has one raises it; the others raise
+    :class:`PeerFailedError` naming the first failing rank and its message. Without this, an error raised on
+    one rank alone leaves the others waiting in their next collective until the process-group timeout."""
+    own = None if error is None else (type(error).__name__, ' '.join(str(error).split())[:2000])
+    reports = all_gather_object(own)
+    if error is not None:
+        raise error
+    for rank, report in enumerate(reports):
+        if report is not None:
+            raise PeerFailedError(rank, report[0], report[1])
+    raise RuntimeError('raise_together: called although no rank has an error')
+
+
+def set_collective_timeout(minutes: float) -> None:
+    """The timeout of the default process group's collectives from now on: start-up keeps a long one (rank 0
+    may generate data or check a large checkpoint while the others wait), the run after it a short one, so that
+    a peer that died or hangs ends the job in minutes. A no-op without a process group or where torch offers
+    no way to change it."""
+    setter = getattr(dist, 'set_timeout', None) or getattr(dist.distributed_c10d, '_set_pg_timeout', None)
+    if is_dist() and setter is not None:
+        setter(datetime.timedelta(minutes=minutes))
 
 
 def cleanup() -> None:

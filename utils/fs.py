@@ -74,8 +74,10 @@ def atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = temp_path(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, unlike mkstemp's 0600
+    # The descriptor is opened inside the try: a Ctrl-C handled as os.open returns (the file exists, the
+    # assignment has not happened yet) must still remove the temporary, which is found by its name.
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, unlike mkstemp's 0600
         with os.fdopen(fd, 'wb') as f:
             write(f)
             f.flush()
