@@ -77,3 +77,83 @@ def test_compiled_ddp_with_selective_checkpointing_trains_on_two_ranks(tmp_path)
                           cwd=REPO, env=env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count('compiled ddp ok') == 2
+
+
+# ----------------------------------------------------------------------------------------------- GPU binding
+@pytest.fixture
+def simulated_gpus(monkeypatch):
+    """``torch.cuda`` as a node shows it: ``simulated_gpus(n)`` makes n devices visible (set_device is recorded)."""
+    chosen = []
+
+    def make(count: int):
+        monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+        monkeypatch.setattr(torch.cuda, 'device_count', lambda: count)
+        monkeypatch.setattr(torch.cuda, 'set_device', chosen.append)
+        return chosen
+    for name in ('RANK', 'WORLD_SIZE', 'SLURM_STEP_ID'):
+        monkeypatch.delenv(name, raising=False)
+    return make
+
+
+@pytest.mark.parametrize('local_rank, visible, index', [(3, 8, 3), (0, 8, 0), (3, 1, 0), (7, 1, 0), (0, 1, 0)])
+def test_each_process_binds_its_own_gpu(simulated_gpus, monkeypatch, local_rank, visible, index):
+    """All GPUs visible (torchrun, srun without binding): device LOCAL_RANK; one GPU per task (srun
+    --gpus-per-task=1, --gpu-bind=single): device 0, on every rank, not an error on every rank but 0."""
+    from utils.distributed import init_distributed
+    chosen = simulated_gpus(visible)
+    monkeypatch.setenv('LOCAL_RANK', str(local_rank))
+    info = init_distributed()
+    assert info.device == torch.device('cuda', index) and chosen == [index] and info.local_rank == local_rank
+
+
+def test_processes_and_gpus_that_do_not_pair_up_are_one_line_naming_cuda_visible_devices(simulated_gpus,
+                                                                                         monkeypatch):
+    from utils.distributed import LaunchError, init_distributed
+    simulated_gpus(2)
+    monkeypatch.setenv('LOCAL_RANK', '3')
+    monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '4,5')
+    with pytest.raises(LaunchError) as error:
+        init_distributed()
+    message = str(error.value)
+    assert "CUDA_VISIBLE_DEVICES '4,5'" in message and 'LOCAL_RANK 3' in message and '\n' not in message
+
+
+def test_ddp_gets_the_bound_device_and_bucket_view_gradients(monkeypatch):
+    """device_ids is the device's index (0 for a task bound to one GPU whose LOCAL_RANK is 3), and the gradients
+    are views into DDP's buckets (one gradient copy less)."""
+    from utils import distributed as du
+    made = []
+    monkeypatch.setattr(du, 'DistributedDataParallel', lambda module, **kwargs: made.append(kwargs) or module)
+    du.wrap_ddp(torch.nn.Linear(2, 2), torch.device('cuda', 0))
+    du.wrap_ddp(torch.nn.Linear(2, 2), torch.device('cpu'))
+    assert [m['device_ids'] for m in made] == [[0], None]
+    assert all(m['gradient_as_bucket_view'] for m in made)
+
+
+# ----------------------------------------------------------------------------------------------- validation loader
+def test_validation_workers_start_once_for_every_validation(tiny_config, monkeypatch):
+    """Two validations with EMA (four passes over the validation loader) fork the workers once, not four times."""
+    from torch.utils.data import dataloader
+    from engine.trainer import Trainer
+    from models import build_model
+    from utils import distributed as du
+    starts = []
+    original = dataloader._MultiProcessingDataLoaderIter.__init__
+
+    def counting(self, loader, *args, **kwargs):
+        starts.append(loader)
+        original(self, loader, *args, **kwargs)
+    monkeypatch.setattr(dataloader._MultiProcessingDataLoaderIter, '__init__', counting)
+    config = tiny_config.clone()
+    config.defrost()
+    config.DATA.NUM_WORKERS, config.TRAIN.EMA, config.TRAIN.EMA_EVAL = 1, True, True
+    config.freeze()
+    torch.manual_seed(0)
+    trainer = Trainer(config, du.DistInfo(), build_model(config))
+    try:
+        first, second = trainer.validate(0), trainer.validate(1)
+        assert first == second  # the same weights give the same numbers through the reused workers
+        assert [loader is trainer.val_loader for loader in starts] == [True]
+    finally:
+        trainer.preemption.uninstall()
+        trainer.tb.close()
