@@ -64,13 +64,29 @@ class LaunchError(RuntimeError):
     """The launcher's environment does not describe a run (one line, for ``main.py`` to print)."""
 
 
-SLURM_PORT_BASE, SLURM_PORT_SPAN = 15000, 20000  # MASTER_PORT = BASE + SLURM_JOB_ID % SPAN
+# MASTER_PORT = BASE + SLURM_JOB_ID % SPAN, 11000..31999: below Linux's ephemeral ports (32768 and up,
+# net.ipv4.ip_local_port_range), which any outgoing connection on the node may hold at the moment rank 0 binds
+SLURM_PORT_BASE, SLURM_PORT_SPAN = 11000, 21000
 
 
 def slurm_port(job_id: str) -> int:
     """The rendezvous port of SLURM job ``job_id``: every task of the job computes the same one, and two jobs
-    sharing a node get different ones unless their ids are a multiple of 20000 apart."""
+    sharing a node get different ones unless their ids are a multiple of SLURM_PORT_SPAN apart."""
     return SLURM_PORT_BASE + int(job_id) % SLURM_PORT_SPAN
+
+
+def slurm_tasks_on_node(tasks_per_node: str, node_index: int) -> Optional[int]:
+    """This node's task count from SLURM's per-node list (``4(x2)`` = 4 on each of 2 nodes, ``2,1``,
+    ``3(x2),1``), the node being number ``node_index`` of the list; None when the text is not such a list."""
+    counts: List[int] = []
+    for part in tasks_per_node.split(','):
+        match = re.fullmatch(r'\s*(\d+)(?:\(x(\d+)\))?\s*', part)
+        if not match:
+            return None
+        counts += [int(match.group(1))] * int(match.group(2) or 1)
+    if not counts:
+        return None
+    return counts[node_index] if 0 <= node_index < len(counts) else counts[0]
 
 
 def first_slurm_host(nodelist: str) -> str:
@@ -99,7 +115,9 @@ def slurm_launch_env(environ: Mapping[str, str]) -> Dict[str, str]:
     ``srun`` sets them for each task, together with SLURM_STEP_ID. The batch script's own shell has the first
     three too (PROCID 0 of NTASKS) but no SLURM_STEP_ID: ``python main.py`` run there without srun stays one
     process instead of waiting for peers that never come. SLURM_STEP_NUM_TASKS (the tasks of this srun
-    step) is preferred to SLURM_NTASKS (those of the allocation) for the same reason. Raises ``LaunchError``
+    step) is preferred to SLURM_NTASKS (those of the allocation) for the same reason. LOCAL_WORLD_SIZE (the
+    processes on this node) comes from SLURM_STEP_TASKS_PER_NODE, else SLURM_TASKS_PER_NODE or
+    SLURM_NTASKS_PER_NODE. Raises ``LaunchError``
     (one line) when a value is malformed or MASTER_ADDR cannot be found."""
     if 'RANK' in environ or 'WORLD_SIZE' in environ:
         return {}
@@ -119,6 +137,13 @@ def slurm_launch_env(environ: Mapping[str, str]) -> Dict[str, str]:
     if not 0 <= rank < world_size:
         raise LaunchError(f"SLURM_PROCID={rank} is outside 0..{world_size - 1} ({tasks_name}={world_size})")
     launch = {'RANK': str(rank), 'WORLD_SIZE': str(world_size), 'LOCAL_RANK': str(values['SLURM_LOCALID'])}
+    if environ.get('LOCAL_WORLD_SIZE', '') == '':  # what torchrun sets: the loader's worker advice divides by it
+        for name in ('SLURM_STEP_TASKS_PER_NODE', 'SLURM_TASKS_PER_NODE', 'SLURM_NTASKS_PER_NODE'):
+            node = environ.get('SLURM_NODEID', '0')
+            local = slurm_tasks_on_node(environ.get(name, ''), int(node) if node.isdigit() else 0)
+            if local:
+                launch['LOCAL_WORLD_SIZE'] = str(local)
+                break
     if environ.get('MASTER_ADDR', '') == '':
         nodelist = environ.get('SLURM_STEP_NODELIST') or environ.get('SLURM_JOB_NODELIST') or ''
         if not nodelist:
