@@ -319,3 +319,29 @@ def test_srun_tasks_form_one_run_that_saves_requeues_and_resumes_on_sigusr1(tmp_
     assert f"resumed: epoch 0, step {saved['epoch_step']} of 4" in outs[0]
     assert torch.load(os.path.join(folder, 'last.pth'), weights_only=True)['epoch'] == 0
     assert len([line for line in calls.read_text().splitlines() if line.startswith('requeue')]) == 1
+
+
+@pytest.mark.parametrize('script, args, cpus, workers', [
+    ('train.sbatch', ['cfg.yaml', '--opts', 'TRAIN.EPOCHS', '1'], '8', '7'),
+    ('eval.sbatch', ['cfg.yaml', 'ckpt.pth'], '10', '9'),
+    ('train.sbatch', ['cfg.yaml'], '1', '1'),
+    ('train.sbatch', ['cfg.yaml'], '', None),
+])
+def test_sbatch_scripts_leave_one_cpu_of_the_task_to_the_training_loop(tmp_path, script, args, cpus, workers):
+    """DATA.NUM_WORKERS = cpus-per-task - 1, given before the caller's arguments (an explicit value there wins)."""
+    (tmp_path / 'srun').write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@" > "$LAUNCHED"\n')
+    (tmp_path / 'srun').chmod(0o755)
+    launched = tmp_path / 'launched.txt'
+    run_env = dict(env(), PATH=f"{tmp_path}{os.pathsep}{os.environ['PATH']}", LAUNCHED=str(launched),
+                   SLURM_SUBMIT_DIR=REPO, SLURM_JOB_ID='77', PYTHON='python', SLURM_CPUS_PER_TASK=cpus)
+    proc = subprocess.run(['bash', os.path.join(REPO, 'scripts', 'slurm', script), *args], cwd=str(tmp_path),
+                          env=run_env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    argv = launched.read_text().split('\n')[:-1]
+    positional = 2 if script == 'eval.sbatch' else 1   # CONFIG [CHECKPOINT], then main.py's arguments
+    if workers is None:
+        assert 'DATA.NUM_WORKERS' not in argv
+    else:
+        at = argv.index('DATA.NUM_WORKERS')
+        assert argv[at - 1] == '--opts' and argv[at + 1] == workers and at > argv.index(args[positional - 1])
+        assert argv[at + 2:] == args[positional:]
