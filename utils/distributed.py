@@ -14,6 +14,9 @@ Here one entry point serves all launchers:
   SLURM_JOB_NODELIST and MASTER_PORT is derived from SLURM_JOB_ID (``slurm_launch_env``). Without this,
   ``srun`` started N independent one-process runs that all wrote the same output folder.
 
+Each process uses CUDA device LOCAL_RANK, or device 0 when SLURM bound it to one GPU (``--gpus-per-task=1``,
+``--gpu-bind=single``): ``cuda_device_index``.
+
 Backend: NCCL when CUDA is available, gloo otherwise (CPU runs and tests). Every helper below also
 works without a process group, where it is the identity.
 """

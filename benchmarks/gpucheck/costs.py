@@ -56,13 +56,14 @@ H100 = DeviceCosts(
     batch_trials=10, compile_s={'train': 60., 'infer': 30.}, write_gbps=0.5,
     step_floor={'infer': 0.01, 'train': 0.03})
 
-# --quick on a loaded 2-core CPU (measured there: a tiny model's step costs its Python and autograd overhead,
-# 0.3-0.8 s per training step and 0.03-0.1 s per inference batch; one torchrun run of main.py 30-45 s)
+# --quick on a loaded 2-core CPU (measured there, section by section: a tiny model's step costs its Python and
+# autograd overhead, 0.3-1 s per training step and 0.03-0.12 s per inference batch; one torchrun run of
+# main.py 30-45 s; the aot_eager compile of the training step 60-90 s)
 CPU_QUICK = DeviceCosts(
     name='CPU (--quick)', tflops={'fp32': 1., 'fp32_strict': 1., 'fp16': 1., 'bf16': 1.},
-    section_start=2., autotune=0., launch=35., toy_epoch=1.5, toy_video=0.1, loader_video=0.5, loader_read=5.,
-    batch_trials=3, compile_s={'train': 25., 'infer': 10.}, write_gbps=0.2,
-    step_floor={'infer': 0.1, 'train': 0.8})
+    section_start=2., autotune=0., launch=35., toy_epoch=1.5, toy_video=0.1, loader_video=0.5, loader_read=3.,
+    batch_trials=3, compile_s={'train': 80., 'infer': 18.}, write_gbps=0.2,
+    step_floor={'infer': 0.12, 'train': 1.0})
 
 
 def step_seconds(st, size: str, dtype: str, mode: str, batch: int, costs: DeviceCosts) -> float:
