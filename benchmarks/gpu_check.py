@@ -133,9 +133,10 @@ def derive(st: plan.Settings, report: Report) -> None:
     per_gpu_row = next(r for r in plan.derived_rows(st) if r.key == 'loader.per_gpu')
     if measured is not None and measured.status == OK:
         # decoding scales with the cores it gets (one worker per core), so a GPU's share is share/cores of it
+        note = (f'{format_value(measured.ours)} clips/s with {cores} workers x {share}/{cores} ({gpus} GPU(s) share '
+                f'{cores} cores: DATA.NUM_WORKERS {max(1, share - 1)} per process)')
         report.update(Row(per_gpu_row.key, per_gpu_row.label, per_gpu_row.unit, ours=measured.ours * share / cores,
-                          status=OK, note=f'{format_value(measured.ours)} clips/s with {cores} workers x {share}/{cores}'
-                          f' ({gpus} GPU(s) share {cores} cores: DATA.NUM_WORKERS {max(1, share - 1)} per process)'))
+                          status=OK, note=note))
     else:
         in_run = measured is not None and measured.status != SKIPPED
         report.update(Row(per_gpu_row.key, per_gpu_row.label, per_gpu_row.unit, status=FAILED if in_run else SKIPPED,
