@@ -130,8 +130,10 @@ def derive(st: plan.Settings, report: Report) -> None:
     measured = report.get('loader.train')
     cores, gpus = max(1, st.loader_workers), max(1, st.gpus)
     share = max(1, cores // gpus)
-    per_gpu_row = next(r for r in plan.derived_rows(st) if r.key == 'loader.per_gpu')
-    if measured is not None and measured.status == OK:
+    per_gpu_row = next((r for r in plan.derived_rows(st) if r.key == 'loader.per_gpu'), None)
+    if per_gpu_row is None:   # not planned in this run
+        pass
+    elif measured is not None and measured.status == OK:
         # decoding scales with the cores it gets (one worker per core), so a GPU's share is share/cores of it
         note = (f'{format_value(measured.ours)} clips/s with {cores} workers x {share}/{cores} ({gpus} GPU(s) share '
                 f'{cores} cores: DATA.NUM_WORKERS {max(1, share - 1)} per process)')
