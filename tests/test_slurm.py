@@ -274,11 +274,17 @@ def _finish(procs, timeout=300):
 
 
 def _job_id():
-    """A job id whose derived MASTER_PORT is free now."""
-    port = free_port()
-    while not SLURM_PORT_BASE <= port < SLURM_PORT_BASE + SLURM_PORT_SPAN:
-        port = free_port()
-    return port - SLURM_PORT_BASE + 5 * SLURM_PORT_SPAN
+    """A job id whose derived MASTER_PORT is free now (the kernel hands out ephemeral ports, above the range
+    job ids map to, so candidates in the range are tried)."""
+    import random
+    for port in random.sample(range(SLURM_PORT_BASE, SLURM_PORT_BASE + SLURM_PORT_SPAN), 200):
+        with socket.socket() as s:
+            try:
+                s.bind(('127.0.0.1', port))
+            except OSError:
+                continue
+        return port - SLURM_PORT_BASE + 5 * SLURM_PORT_SPAN
+    raise RuntimeError('no free port in the MASTER_PORT range')
 
 
 @pytest.mark.slow
