@@ -332,7 +332,8 @@ def main_with_signals(argv: Optional[List[str]] = None) -> int:
         return user_error(str(e))
     lock = None
     try:
-        lock = lock_run_folder(config.OUTPUT)  # before anything is written there
+        # before anything is written there; --throughput writes nothing, so another run's lock does not concern it
+        lock = None if config.THROUGHPUT_MODE else lock_run_folder(config.OUTPUT)
         return run(config, dist_info, resume_changes)
     except RunLockedError as e:
         return user_error(str(e))

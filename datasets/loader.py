@@ -141,18 +141,22 @@ def build_train_loader(config: Any, rank: int = 0, world_size: int = 1) -> Tuple
 
 
 def build_eval_loader(config: Any, rank: int = 0, world_size: int = 1, num_clip: Optional[int] = None,
-                      num_crop: Optional[int] = None) -> Tuple[VideoDataset, DataLoader]:
+                      num_crop: Optional[int] = None, persistent: bool = False) -> Tuple[VideoDataset, DataLoader]:
     """``(dataset, loader)`` for evaluation with ``num_clip x num_crop`` views (default TEST.*).
 
     Every video goes to exactly one rank. Batches: ``imgs`` uint8 (B, V, T, 3, S, S), ``label`` and
     ``index`` (B,), ``unreadable`` list of ``(index, path, reason)`` left out of ``imgs``.
+    ``persistent``: the workers are started once and serve every pass over the loader (the per-epoch
+    validation, twice with EMA) instead of being forked again for each pass; a one-time test leaves it off
+    so that its workers end with it.
     """
     dataset = build_dataset(config, 'val', num_clip=num_clip, num_crop=num_crop)
     sampler = DistributedEvalSampler(len(dataset), rank=rank, world_size=world_size)
     size = config.DATA.INPUT_SIZE
     view_shape = (dataset.num_views, config.DATA.NUM_FRAMES, 3, size, size)
     loader = DataLoader(dataset, batch_size=config.TEST.BATCH_SIZE, sampler=sampler, drop_last=False,
-                        collate_fn=EvalCollate(view_shape), **_loader_options(config))
+                        collate_fn=EvalCollate(view_shape),
+                        persistent_workers=persistent and int(config.DATA.NUM_WORKERS) > 0, **_loader_options(config))
     _logger.info("eval data: %d videos from %s (%d on rank %d/%d), %d clips x %d crops", len(dataset),
                  dataset.source, len(sampler), rank, world_size, dataset.num_clip, dataset.transform.num_crop)
     return dataset, loader

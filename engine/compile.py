@@ -1,23 +1,34 @@
 """``TRAIN.COMPILE``: ``torch.compile`` of the training and evaluation models, made safe under DDP.
 
 Under DistributedDataParallel, TorchDynamo's DDP optimizer (``torch._dynamo.config.optimize_ddp``) splits the
-compiled graph at DDP's gradient-bucket boundaries so that all-reduces overlap the backward pass. It cannot
-split graphs that hold activation checkpointing (a higher-order op): with several gradient buckets (every
-published model size at DDP's default 25 MB buckets) compilation stops with an AssertionError or a
-"higher order op" error, depending on the torch release. Selective checkpointing is on by default, so a
-compiled multi-GPU run would crash on its first step. With checkpointing (``TRAIN.USE_CHECKPOINT`` or
-``TRAIN.SELECTIVE_CHECKPOINT``) under DDP the DDP optimizer is therefore switched off: the model compiles as
-one graph and its gradients are all-reduced after the backward pass instead of during it (the all-reduce no
-longer overlaps compute; the memory saving is kept). Without checkpointing, or in one process, nothing changes.
+compiled graph at DDP's gradient-bucket boundaries so that each bucket's all-reduce overlaps the rest of the
+backward pass. Whether it can split graphs that hold activation checkpointing (a higher-order op) depends on
+the torch release: older releases stop with a "higher order op" error on the first compiled step, while
+torch 2.14 splits them (checked on 2 gloo ranks: a bucketed graph whose gradients equal eager DDP's, with
+selective and with full checkpointing). So with checkpointing (``TRAIN.USE_CHECKPOINT`` or
+``TRAIN.SELECTIVE_CHECKPOINT``, on by default) under DDP the DDP optimizer stays on from torch 2.14 on; on
+older releases it is switched off: the model compiles as one graph and its gradients are all-reduced after
+the backward pass (no overlap; the memory saving of checkpointing is kept). Without checkpointing, or in one
+process, nothing changes.
 """
 from __future__ import annotations
 
 import logging
-from typing import Any
+import re
+from typing import Any, Optional, Tuple
 
 import torch
 
 _logger = logging.getLogger(__name__)
+
+# the first release verified to split checkpointed graphs at DDP's buckets (tests/test_device_settings.py)
+DDP_OPTIMIZER_WITH_CHECKPOINTING_SINCE = (2, 14)
+
+
+def torch_release(version: Optional[str] = None) -> Tuple[int, int]:
+    """``(major, minor)`` of ``version`` (default: the installed torch, e.g. '2.14.1+cu130' -> (2, 14))."""
+    match = re.match(r'(\d+)\.(\d+)', version or torch.__version__)
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
 
 
 def uses_checkpointing(config: Any) -> bool:
@@ -25,16 +36,18 @@ def uses_checkpointing(config: Any) -> bool:
     return bool(config.TRAIN.USE_CHECKPOINT or config.TRAIN.SELECTIVE_CHECKPOINT)
 
 
-def configure_ddp_compile(distributed: bool, checkpointing: bool) -> bool:
-    """Switch TorchDynamo's DDP optimizer off when compiling a DDP model that checkpoints activations.
+def configure_ddp_compile(distributed: bool, checkpointing: bool, version: Optional[str] = None) -> bool:
+    """Switch TorchDynamo's DDP optimizer off when compiling a DDP model that checkpoints activations on a
+    torch release that cannot split such graphs (``version``: default the installed one).
 
     Returns whether the DDP optimizer stays on. Call before the first compiled forward pass."""
     import torch._dynamo
-    if distributed and checkpointing and torch._dynamo.config.optimize_ddp:
+    handles_checkpointing = torch_release(version) >= DDP_OPTIMIZER_WITH_CHECKPOINTING_SINCE
+    if distributed and checkpointing and not handles_checkpointing and torch._dynamo.config.optimize_ddp:
         torch._dynamo.config.optimize_ddp = False
-        _logger.info('TRAIN.COMPILE under DDP with activation checkpointing: TorchDynamo\'s DDP optimizer is off '
-                     '(it cannot split checkpointed graphs at gradient buckets); gradients are all-reduced after '
-                     'the backward pass')
+        _logger.info(f'TRAIN.COMPILE under DDP with activation checkpointing on torch {version or torch.__version__}: '
+                     "TorchDynamo's DDP optimizer is off (this release cannot split checkpointed graphs at gradient "
+                     'buckets); gradients are all-reduced after the backward pass')
     return bool(torch._dynamo.config.optimize_ddp)
 
 

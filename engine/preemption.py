@@ -178,11 +178,15 @@ def requeue_slurm_job(job_id: str) -> bool:
     try:
         proc = subprocess.run(['scontrol', 'requeue', job_id], capture_output=True, text=True, timeout=60)
         failure = '' if proc.returncode == 0 else ' '.join((proc.stderr or proc.stdout).split())
+    except FileNotFoundError:  # a container without SLURM's client tools: the save stands, only the requeue is lost
+        logger.warning(f'scontrol is not on PATH (SLURM client tools missing in this environment): SLURM job {job_id} '
+                       'will not be requeued; submit the same sbatch command again to continue from last.pth')
+        return False
     except (OSError, subprocess.TimeoutExpired) as e:
         failure = str(e)
     if failure:
-        logger.warning(f'could not requeue SLURM job {job_id} (scontrol requeue: {failure}); submit the same '
-                       'sbatch command again to continue from last.pth')
+        logger.warning(f'could not requeue SLURM job {job_id} (scontrol requeue: {failure}): it will not be '
+                       'requeued; submit the same sbatch command again to continue from last.pth')
         return False
     logger.info(f'requeued SLURM job {job_id}: it continues from last.pth when SLURM starts it again')
     return True

@@ -27,7 +27,6 @@ from contextlib import nullcontext
 from typing import Any, Callable, ContextManager, Dict, List, Optional
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 from datasets import apply_random_erasing, build_eval_loader, build_mixup, build_train_loader, normalize_clip
 from datasets.transforms import host_to_device
@@ -88,7 +87,8 @@ class Trainer:
         self.device = dist_info.device
         self.model = model
         _, self.sampler, self.train_loader = build_train_loader(config, dist_info.rank, dist_info.world_size)
-        self.val_set, self.val_loader = build_eval_loader(config, dist_info.rank, dist_info.world_size)
+        self.val_set, self.val_loader = build_eval_loader(config, dist_info.rank, dist_info.world_size,
+                                                          persistent=True)
         self.mixup = build_mixup(config, dist_info.rank)
         self.criterion = build_criterion(config, self.mixup is not None)
         self.optimizer = build_optimizer(config, model)
@@ -110,9 +110,7 @@ class Trainer:
             # No static_graph: with it, no_sync() micro-batches (gradient accumulation) fail in DDP's reducer
             # ("expect_autograd_hooks_ INTERNAL ASSERT FAILED"); the model's activation checkpointing is
             # non-reentrant, which DDP supports without a static graph.
-            self.train_model = DistributedDataParallel(
-                model, device_ids=[dist_info.local_rank] if self.device.type == 'cuda' else None,
-                **du.no_buffer_sync_kwargs())
+            self.train_model = du.wrap_ddp(model, self.device)
         if self.ema is None and config.TRAIN.EMA:
             # after DDP's broadcast: every rank seeds its model differently (SEED + rank) and the head of an
             # ImageNet init is drawn per rank, so an EMA copied before would start from other weights per rank

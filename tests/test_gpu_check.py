@@ -88,6 +88,93 @@ def test_every_planned_row_has_a_unique_key():
         plan.select(plan.sections(plan.quick_settings()), ['model:X'], None)
 
 
+# --- the plan: caps that fit the budget on an H100 -----------------------------------------------------
+
+def _h100_settings(gpus):
+    """The full run as an H100 machine with a 16-core host plans it (this test machine has other core counts)."""
+    import dataclasses
+    return dataclasses.replace(plan.full_settings(540., gpus), loader_workers=16)
+
+
+@pytest.mark.parametrize('gpus', [1, 2, 8])
+def test_the_h100_plan_fits_the_budget_with_margin_in_order_of_need(gpus):
+    from benchmarks.gpucheck.costs import H100, MIN_MARGIN, PARENT_RESERVE_S, estimate
+    st = _h100_settings(gpus)
+    chosen = plan.sections(st)
+    assert sum(s.cap for s in chosen) <= st.budget - PARENT_RESERVE_S + len(chosen)   # rounding to whole seconds
+    for section in chosen:   # every section can run MIN_MARGIN times slower than estimated and still finish
+        assert section.cap >= MIN_MARGIN * estimate(section, st, H100) - 1, section.name
+        assert section.min_time <= section.cap
+    names = [s.name for s in chosen]
+    two_ranks = 'ddp2' if gpus >= 2 else 'ddp'
+    assert names == ['model:T', 'toy', two_ranks, 'loader', 'model:B', 'batch:T', 'compile:train', 'model:S',
+                     'compile:infer']
+    if gpus >= 2:   # a real NCCL run on 2 GPUs: train, resume, 4x3 evaluation
+        section = chosen[2]
+        assert section.target == 'toy_run:run_two_gpus'
+        assert [r.key for r in section.rows] == ['ddp2.train', 'ddp2.resume', 'ddp2.eval']
+    rows = [r.key for s in chosen for r in s.rows] + [r.key for r in plan.derived_rows(st)]
+    assert 'ckpt.B.write' in rows and 'loader.per_gpu' in rows
+
+
+def test_the_step_costs_of_the_plan_are_the_models_flop_counts():
+    from benchmarks.gpucheck.costs import GMACS_PER_VIEW, PARAMS_MILLIONS
+    from models import VideoFocalNet
+    from tools.flops import count_gmacs, count_params
+    for size in plan.PUBLISHED[::2]:   # T and B: the cheapest and the dearest
+        with torch.device('meta'):
+            model = VideoFocalNet(num_classes=400, num_frames=8, img_size=224, **size.kwargs())
+        assert abs(count_gmacs(model, (1, 8, 3, 224, 224)) - GMACS_PER_VIEW[size.name]) < 0.1
+        assert abs(count_params(model) / 1e6 - PARAMS_MILLIONS[size.name]) < 0.1
+
+
+def test_the_plan_is_printed_before_anything_runs_and_a_rerun_of_some_sections_gets_the_budget(capsys):
+    from benchmarks.gpu_check import main
+    assert main(['--quick', '--list', '--only', 'model:T,loader', '--budget', '200']) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith('plan:')]
+    assert '2 sections' in lines[0] and 'of the 200 s budget' in lines[0]
+    caps = {line.split()[1]: float(line.split()[-2]) for line in lines[1:]}
+    assert list(caps) == ['model:T', 'loader'] and 170 <= sum(caps.values()) <= 182
+
+
+def test_time_an_early_section_left_unused_goes_to_the_next(tmp_path):
+    report = Report(str(tmp_path / 'r.json'), {})
+    fast = plan.Section('fast', 'tests.test_gpu_check:section_ok', '', (Row('t.first', 'first'),
+                                                                         Row('t.second', 'second')), 40., 0.)
+    later = plan.Section('later', 'tests.test_gpu_check:section_ok', '', (), 5., 0.)
+    report.plan(fast.rows)
+    caps = []
+    run_all([fast, later], plan.quick_settings(), report, time.monotonic() + 50, None, lambda r: 0,
+            on_section=lambda s, cap: caps.append((s.name, cap)))
+    # the first may use all but what the later one needs; the later one gets what the first left unused
+    assert caps[0][0] == 'fast' and 44 < caps[0][1] <= 45
+    assert caps[1][0] == 'later' and caps[1][1] > 30
+
+
+@pytest.mark.parametrize('driver, cuda, words', [
+    ('550.54.15', '13.0', ['driver 550.54.15 is older than the 580.65.06', 'CUDA 13.0 build']),
+    ('580.95.05', '13.0', ['no CUDA device is visible', 'driver 580.95.05']),
+    ('', '13.0', ['no NVIDIA driver found']),
+])
+def test_without_a_usable_gpu_the_check_says_whether_the_driver_is_too_old(driver, cuda, words):
+    from benchmarks.gpu_check import no_cuda_message
+    message = no_cuda_message(driver, '2.14.1+cu130', cuda)
+    assert all(w in message for w in words) and '\n' not in message
+
+
+def test_loader_share_per_gpu_and_the_starvation_ratio_use_it(tmp_path):
+    import dataclasses
+    from benchmarks.gpu_check import derive
+    st = dataclasses.replace(plan.full_settings(540., gpus=4), loader_workers=32)
+    report = Report(str(tmp_path / 'r.json'), {})
+    report.plan(plan.derived_rows(st) + [Row('loader.train', 'l'), Row('speed.T.fp16.train', 't')])
+    report.update(Row('loader.train', 'l', 'clips/s', ours=400., status=OK))
+    report.update(Row('speed.T.fp16.train', 't', 'clips/s', ours=50., status=OK))
+    derive(st, report)
+    assert report.get('loader.per_gpu').ours == 100. and 'NUM_WORKERS 7' in report.get('loader.per_gpu').note
+    assert report.get('starve.T').ours == 2.
+
+
 # --- sections in child processes ------------------------------------------------------------------------
 
 def section_two_rows_then_fail(st, out, deadline, arg):
@@ -187,6 +274,9 @@ def test_quick_run_produces_every_row(tmp_path):
     assert data['meta']['complete'] and data['meta']['mode'] == 'quick'
     table = (out / 'gpu_check.md').read_text()
     assert table.count('\n| ') == len(planned) + 1 and 'FAILED' not in table
+    plan_lines = [line for line in proc.stdout.splitlines() if line.startswith('plan:')]
+    first_section = next(i for i, line in enumerate(proc.stdout.splitlines()) if ' section model:T ' in line)
+    assert len(plan_lines) == 1 + len(plan.sections(st)) and proc.stdout.splitlines().index(plan_lines[-1]) < first_section
 
 
 # --- sections that cannot run, stopping torchrun, the model benchmark's memory child ----------------------

@@ -212,7 +212,7 @@ def test_sigterm_during_start_up_stops_at_once_and_releases_the_lock(tmp_path, m
     instead of the default action (killed, run.lock left behind) or waiting for a first step."""
     import main
 
-    def start_up(config, dist_info):     # the model being built, a checkpoint being loaded ...
+    def start_up(config, dist_info, *rest):     # the model being built, a checkpoint being loaded ...
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(10)
         raise AssertionError('the signal did not stop the start-up')

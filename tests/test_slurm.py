@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from engine_helpers import REPO, TOY_CFG, env, free_port, make_tiny_data, run_folder, tiny_opts
-from utils.distributed import LaunchError, first_slurm_host, slurm_launch_env, slurm_port
+from utils.distributed import LaunchError, SLURM_PORT_BASE, SLURM_PORT_SPAN, first_slurm_host, slurm_launch_env, \
+    slurm_port
 from utils.run_lock import LOCK_NAME, RunLock, RunLockedError
 
 FAKE_SCONTROL = """#!/usr/bin/env bash
@@ -49,7 +50,7 @@ def test_srun_variables_give_rank_world_size_and_rendezvous(fake_scontrol):
     assert launch == {'RANK': '1', 'WORLD_SIZE': '2', 'LOCAL_RANK': '1', 'MASTER_ADDR': '127.0.0.1',
                       'MASTER_PORT': str(slurm_port('4242'))}
     assert fake_scontrol.read_text() == 'show hostnames gpu[07-08]\n'
-    assert 15000 <= slurm_port('4242') < 35000 and slurm_port('4242') != slurm_port('4243')
+    assert slurm_port('4242') != slurm_port('4243')
     # given values win; torchrun's variables win over SLURM's (torchrun inside an allocation)
     assert slurm_launch_env(dict(SRUN_TASK, MASTER_ADDR='head', MASTER_PORT='1234')) == {
         'RANK': '1', 'WORLD_SIZE': '2', 'LOCAL_RANK': '1'}
@@ -59,6 +60,22 @@ def test_srun_variables_give_rank_world_size_and_rendezvous(fake_scontrol):
     assert slurm_launch_env({'SLURM_JOB_ID': '4242'}) == {}
     assert slurm_launch_env(BATCH_SHELL) == {}
     assert slurm_launch_env(dict(SRUN_TASK, SLURM_PROCID='0', SLURM_STEP_NUM_TASKS='1')) == {}
+
+
+def test_master_port_stays_below_the_ephemeral_range_for_every_job_id():
+    """Linux hands out 32768 and up to outgoing connections: a rendezvous port there can be taken at random."""
+    ports = {slurm_port(str(job_id)) for job_id in range(200000)}
+    assert max(ports) < 32768 and min(ports) >= 1024 and len(ports) > 15000
+
+
+@pytest.mark.parametrize('tasks, node, local', [
+    ({'SLURM_STEP_TASKS_PER_NODE': '4(x2)'}, '1', '4'), ({'SLURM_STEP_TASKS_PER_NODE': '2,1'}, '1', '1'),
+    ({'SLURM_STEP_TASKS_PER_NODE': '3(x2),1'}, '0', '3'), ({'SLURM_NTASKS_PER_NODE': '8'}, '0', '8'),
+    ({'SLURM_STEP_TASKS_PER_NODE': '2', 'SLURM_NTASKS_PER_NODE': '8'}, '0', '2')])
+def test_srun_tasks_learn_how_many_processes_share_their_node(fake_scontrol, tasks, node, local):
+    """LOCAL_WORLD_SIZE, as torchrun sets it: the loader's worker advice divides the node's cores by it."""
+    assert slurm_launch_env(dict(SRUN_TASK, SLURM_NODEID=node, **tasks))['LOCAL_WORLD_SIZE'] == local
+    assert slurm_launch_env(dict(SRUN_TASK, LOCAL_WORLD_SIZE='5', **tasks)).get('LOCAL_WORLD_SIZE') is None
 
 
 def test_first_host_without_scontrol(monkeypatch, tmp_path):
@@ -143,6 +160,61 @@ def test_lock_of_another_host_is_refused_and_a_requeued_job_takes_over_its_own(t
     RunLock(str(tmp_path)).acquire().release()
 
 
+def test_own_pid_in_a_lock_of_an_earlier_process_is_taken_over(tmp_path, capsys):
+    """A restarted container: the trainer is PID 1 again, the lock of its previous life names PID 1 too; the
+    start time tells them apart. The same PID with the same start time (this very process) is refused."""
+    mine = RunLock(str(tmp_path)).info
+    assert mine['pid_start']
+    _write_lock(str(tmp_path), pid=os.getpid(), pid_start=str(int(mine['pid_start']) + 1))
+    lock = RunLock(str(tmp_path)).acquire()
+    assert 'a restarted container' in capsys.readouterr().err
+    with pytest.raises(RunLockedError, match=f'PID {os.getpid()}'):
+        RunLock(str(tmp_path)).acquire()
+    lock.release()
+
+
+@pytest.mark.parametrize('make, words', [
+    (lambda path: path.mkdir(), 'a directory'),
+    (lambda path: path.write_text(''), 'empty'),
+    (lambda path: path.write_bytes(b'\x00\x17garbage{'), 'not a lock file'),
+    (lambda path: path.write_text('{"note": 1}'), 'no holder'),
+])
+def test_a_run_lock_that_no_run_wrote_says_what_it_is(tmp_path, make, words):
+    make(tmp_path / LOCK_NAME)
+    with pytest.raises(RunLockedError) as refused:
+        RunLock(str(tmp_path)).acquire()
+    message = str(refused.value)
+    assert words in message and 'another run (host ?' not in message and '\n' not in message
+    assert str(tmp_path / LOCK_NAME) in message and os.listdir(tmp_path) == [LOCK_NAME]
+
+
+def test_a_retransmitted_link_on_nfs_is_our_own_lock(tmp_path, monkeypatch):
+    """NFS: the first link() call made the lock but its reply was lost; the retransmission answers EEXIST."""
+    real_link = os.link
+
+    def link_then_eexist(src, dst):
+        real_link(src, dst)
+        raise FileExistsError(17, 'File exists', dst)
+    monkeypatch.setattr(os, 'link', link_then_eexist)
+    lock = RunLock(str(tmp_path)).acquire()
+    monkeypatch.setattr(os, 'link', real_link)
+    assert lock.held and json.load(open(tmp_path / LOCK_NAME))['pid'] == os.getpid()
+    assert os.listdir(tmp_path) == [LOCK_NAME]
+    lock.release()
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_requeue_without_scontrol_warns_in_one_line_and_exits_0(tmp_path, monkeypatch, caplog):
+    from engine.preemption import finish_preempted
+    monkeypatch.setenv('PATH', str(tmp_path))  # a container without SLURM's client tools
+    monkeypatch.setenv('SLURM_JOB_ID', '4242')
+    with caplog.at_level('INFO', logger='engine.preemption'):
+        assert finish_preempted('SIGUSR1', is_main=True) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == 'WARNING']
+    assert len(warnings) == 1 and 'will not be requeued' in warnings[0] and 'scontrol' in warnings[0]
+    assert '\n' not in warnings[0]
+
+
 def test_release_leaves_a_lock_that_another_run_took_over(tmp_path):
     lock = RunLock(str(tmp_path)).acquire()
     other = _write_lock(str(tmp_path), pid=12345, host='elsewhere')
@@ -161,6 +233,17 @@ def test_main_into_a_locked_folder_is_refused_in_one_line(tmp_path):
     assert proc.stderr.count('\n') == 1 and os.path.join(folder, LOCK_NAME) in proc.stderr, proc.stderr
     assert sorted(os.listdir(folder)) == [LOCK_NAME]             # nothing written into the other run's folder
     assert json.load(open(os.path.join(folder, LOCK_NAME))) == held
+
+
+def test_throughput_is_not_refused_by_a_lock(tmp_path):
+    """--throughput writes nothing into the output folder, so a training run holding it does not stop it."""
+    import main
+    data = make_tiny_data(str(tmp_path / 'data'), num_train=2, num_val=1)
+    folder = run_folder(str(tmp_path / 'out'), 'locked')
+    held = _write_lock(folder)   # held by this (live) test process
+    assert main.main(['--cfg', TOY_CFG, '--throughput', '--output', str(tmp_path / 'out'), '--tag', 'locked',
+                      '--opts', *tiny_opts(data)]) == 0
+    assert sorted(os.listdir(folder)) == [LOCK_NAME] and json.load(open(os.path.join(folder, LOCK_NAME))) == held
 
 
 # ----------------------------------------------------------------------------------------------- srun-style run
@@ -191,11 +274,17 @@ def _finish(procs, timeout=300):
 
 
 def _job_id():
-    """A job id whose derived MASTER_PORT is free now."""
-    port = free_port()
-    while not 15000 <= port < 35000:
-        port = free_port()
-    return port - 15000 + 100000
+    """A job id whose derived MASTER_PORT is free now (the kernel hands out ephemeral ports, above the range
+    job ids map to, so candidates in the range are tried)."""
+    import random
+    for port in random.sample(range(SLURM_PORT_BASE, SLURM_PORT_BASE + SLURM_PORT_SPAN), 200):
+        with socket.socket() as s:
+            try:
+                s.bind(('127.0.0.1', port))
+            except OSError:
+                continue
+        return port - SLURM_PORT_BASE + 5 * SLURM_PORT_SPAN
+    raise RuntimeError('no free port in the MASTER_PORT range')
 
 
 @pytest.mark.slow
@@ -236,3 +325,29 @@ def test_srun_tasks_form_one_run_that_saves_requeues_and_resumes_on_sigusr1(tmp_
     assert f"resumed: epoch 0, step {saved['epoch_step']} of 4" in outs[0]
     assert torch.load(os.path.join(folder, 'last.pth'), weights_only=True)['epoch'] == 0
     assert len([line for line in calls.read_text().splitlines() if line.startswith('requeue')]) == 1
+
+
+@pytest.mark.parametrize('script, args, cpus, workers', [
+    ('train.sbatch', ['cfg.yaml', '--opts', 'TRAIN.EPOCHS', '1'], '8', '7'),
+    ('eval.sbatch', ['cfg.yaml', 'ckpt.pth'], '10', '9'),
+    ('train.sbatch', ['cfg.yaml'], '1', '1'),
+    ('train.sbatch', ['cfg.yaml'], '', None),
+])
+def test_sbatch_scripts_leave_one_cpu_of_the_task_to_the_training_loop(tmp_path, script, args, cpus, workers):
+    """DATA.NUM_WORKERS = cpus-per-task - 1, given before the caller's arguments (an explicit value there wins)."""
+    (tmp_path / 'srun').write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@" > "$LAUNCHED"\n')
+    (tmp_path / 'srun').chmod(0o755)
+    launched = tmp_path / 'launched.txt'
+    run_env = dict(env(), PATH=f"{tmp_path}{os.pathsep}{os.environ['PATH']}", LAUNCHED=str(launched),
+                   SLURM_SUBMIT_DIR=REPO, SLURM_JOB_ID='77', PYTHON='python', SLURM_CPUS_PER_TASK=cpus)
+    proc = subprocess.run(['bash', os.path.join(REPO, 'scripts', 'slurm', script), *args], cwd=str(tmp_path),
+                          env=run_env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    argv = launched.read_text().split('\n')[:-1]
+    positional = 2 if script == 'eval.sbatch' else 1   # CONFIG [CHECKPOINT], then main.py's arguments
+    if workers is None:
+        assert 'DATA.NUM_WORKERS' not in argv
+    else:
+        at = argv.index('DATA.NUM_WORKERS')
+        assert argv[at - 1] == '--opts' and argv[at + 1] == workers and at > argv.index(args[positional - 1])
+        assert argv[at + 2:] == args[positional:]

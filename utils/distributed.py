@@ -14,6 +14,9 @@ Here one entry point serves all launchers:
   SLURM_JOB_NODELIST and MASTER_PORT is derived from SLURM_JOB_ID (``slurm_launch_env``). Without this,
   ``srun`` started N independent one-process runs that all wrote the same output folder.
 
+Each process uses CUDA device LOCAL_RANK, or device 0 when SLURM bound it to one GPU (``--gpus-per-task=1``,
+``--gpu-bind=single``): ``cuda_device_index``.
+
 Backend: NCCL when CUDA is available, gloo otherwise (CPU runs and tests). Every helper below also
 works without a process group, where it is the identity. ``raise_together`` makes an error one rank met
 every rank's, and ``set_collective_timeout`` shortens the wait for a peer once start-up is over.
@@ -65,13 +68,29 @@ class LaunchError(RuntimeError):
     """The launcher's environment does not describe a run (one line, for ``main.py`` to print)."""
 
 
-SLURM_PORT_BASE, SLURM_PORT_SPAN = 15000, 20000  # MASTER_PORT = BASE + SLURM_JOB_ID % SPAN
+# MASTER_PORT = BASE + SLURM_JOB_ID % SPAN, 11000..31999: below Linux's ephemeral ports (32768 and up,
+# net.ipv4.ip_local_port_range), which any outgoing connection on the node may hold at the moment rank 0 binds
+SLURM_PORT_BASE, SLURM_PORT_SPAN = 11000, 21000
 
 
 def slurm_port(job_id: str) -> int:
     """The rendezvous port of SLURM job ``job_id``: every task of the job computes the same one, and two jobs
-    sharing a node get different ones unless their ids are a multiple of 20000 apart."""
+    sharing a node get different ones unless their ids are a multiple of SLURM_PORT_SPAN apart."""
     return SLURM_PORT_BASE + int(job_id) % SLURM_PORT_SPAN
+
+
+def slurm_tasks_on_node(tasks_per_node: str, node_index: int) -> Optional[int]:
+    """This node's task count from SLURM's per-node list (``4(x2)`` = 4 on each of 2 nodes, ``2,1``,
+    ``3(x2),1``), the node being number ``node_index`` of the list; None when the text is not such a list."""
+    counts: List[int] = []
+    for part in tasks_per_node.split(','):
+        match = re.fullmatch(r'\s*(\d+)(?:\(x(\d+)\))?\s*', part)
+        if not match:
+            return None
+        counts += [int(match.group(1))] * int(match.group(2) or 1)
+    if not counts:
+        return None
+    return counts[node_index] if 0 <= node_index < len(counts) else counts[0]
 
 
 def first_slurm_host(nodelist: str) -> str:
@@ -100,7 +119,9 @@ def slurm_launch_env(environ: Mapping[str, str]) -> Dict[str, str]:
     ``srun`` sets them for each task, together with SLURM_STEP_ID. The batch script's own shell has the first
     three too (PROCID 0 of NTASKS) but no SLURM_STEP_ID: ``python main.py`` run there without srun stays one
     process instead of waiting for peers that never come. SLURM_STEP_NUM_TASKS (the tasks of this srun
-    step) is preferred to SLURM_NTASKS (those of the allocation) for the same reason. Raises ``LaunchError``
+    step) is preferred to SLURM_NTASKS (those of the allocation) for the same reason. LOCAL_WORLD_SIZE (the
+    processes on this node) comes from SLURM_STEP_TASKS_PER_NODE, else SLURM_TASKS_PER_NODE or
+    SLURM_NTASKS_PER_NODE. Raises ``LaunchError``
     (one line) when a value is malformed or MASTER_ADDR cannot be found."""
     if 'RANK' in environ or 'WORLD_SIZE' in environ:
         return {}
@@ -120,6 +141,13 @@ def slurm_launch_env(environ: Mapping[str, str]) -> Dict[str, str]:
     if not 0 <= rank < world_size:
         raise LaunchError(f"SLURM_PROCID={rank} is outside 0..{world_size - 1} ({tasks_name}={world_size})")
     launch = {'RANK': str(rank), 'WORLD_SIZE': str(world_size), 'LOCAL_RANK': str(values['SLURM_LOCALID'])}
+    if environ.get('LOCAL_WORLD_SIZE', '') == '':  # what torchrun sets: the loader's worker advice divides by it
+        for name in ('SLURM_STEP_TASKS_PER_NODE', 'SLURM_TASKS_PER_NODE', 'SLURM_NTASKS_PER_NODE'):
+            node = environ.get('SLURM_NODEID', '0')
+            local = slurm_tasks_on_node(environ.get(name, ''), int(node) if node.isdigit() else 0)
+            if local:
+                launch['LOCAL_WORLD_SIZE'] = str(local)
+                break
     if environ.get('MASTER_ADDR', '') == '':
         nodelist = environ.get('SLURM_STEP_NODELIST') or environ.get('SLURM_JOB_NODELIST') or ''
         if not nodelist:
@@ -133,6 +161,23 @@ def slurm_launch_env(environ: Mapping[str, str]) -> Dict[str, str]:
                               f"{job_id!r} is not a job number to derive it from: set MASTER_PORT")
         launch['MASTER_PORT'] = str(slurm_port(job_id))
     return launch
+
+
+def cuda_device_index(local_rank: int, visible: int, visible_env: Optional[str] = None) -> int:
+    """The CUDA device this process uses, among the ``visible`` ones.
+
+    One process per GPU sees either all GPUs of the node (torchrun, ``srun`` without GPU binding: device
+    ``local_rank``) or only its own (``srun --gpus-per-task=1`` or ``--gpu-bind=single/closest``, where SLURM
+    sets CUDA_VISIBLE_DEVICES per task while SLURM_LOCALID still runs 0..N-1: device 0). Anything else means
+    the processes and the GPUs do not pair up: ``LaunchError`` naming CUDA_VISIBLE_DEVICES."""
+    if local_rank < visible:
+        return local_rank
+    if visible == 1:
+        return 0
+    shown = 'unset' if visible_env is None else repr(visible_env)
+    raise LaunchError(f'LOCAL_RANK {local_rank} but {visible} CUDA device(s) are visible (CUDA_VISIBLE_DEVICES '
+                      f'{shown}): expected either one device per process or at least LOCAL_RANK + 1 devices; '
+                      'launch at most one process per GPU, or bind one GPU per task (srun --gpus-per-task=1)')
 
 
 def init_distributed(local_rank: Optional[int] = None, timeout_min: float = 30.0) -> DistInfo:
@@ -152,11 +197,9 @@ def init_distributed(local_rank: Optional[int] = None, timeout_min: float = 30.0
     local_rank = _env_int('LOCAL_RANK', local_rank if local_rank is not None else 0)
     use_cuda = torch.cuda.is_available()
     if use_cuda:
-        if local_rank >= torch.cuda.device_count():
-            raise RuntimeError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} CUDA device(s) "
-                               "are visible: launch at most one process per GPU")
-        torch.cuda.set_device(local_rank)
-        device = torch.device('cuda', local_rank)
+        index = cuda_device_index(local_rank, torch.cuda.device_count(), os.environ.get('CUDA_VISIBLE_DEVICES'))
+        torch.cuda.set_device(index)
+        device = torch.device('cuda', index)
     else:
         device = torch.device('cpu')
     if world_size <= 1:
@@ -175,6 +218,16 @@ def no_buffer_sync_kwargs() -> dict:
     Video-FocalNet has no buffers that training updates). torch 2.14 renamed it ``forward_sync_buffers``."""
     params = inspect.signature(DistributedDataParallel.__init__).parameters
     return {'forward_sync_buffers': False} if 'forward_sync_buffers' in params else {'broadcast_buffers': False}
+
+
+def wrap_ddp(model: torch.nn.Module, device: torch.device) -> DistributedDataParallel:
+    """The training model under DDP, as the trainer uses it.
+
+    ``device_ids`` is the device's own index, not LOCAL_RANK: a task bound to one GPU sees it as device 0
+    (``cuda_device_index``). Gradients are views into DDP's all-reduce buckets (``gradient_as_bucket_view``),
+    which saves one copy of the gradients (about 0.6 GiB for the B model)."""
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None,
+                                   gradient_as_bucket_view=True, **no_buffer_sync_kwargs())
 
 
 def is_dist() -> bool:

@@ -9,7 +9,14 @@ with one line naming the file and its holder. A lock whose holder is known to be
 * same host and its PID no longer runs (or runs another program: the PID was reused), e.g. after
   ``kill -9`` or a crash;
 * the same SLURM job with a lower SLURM_RESTART_COUNT: an earlier instance of a requeued job (that
-  instance is gone whatever node it ran on: SLURM runs one instance of a job at a time).
+  instance is gone whatever node it ran on: SLURM runs one instance of a job at a time);
+* same host and this process's own PID with another start time: a restarted container, where the trainer
+  gets the same low PID (often 1) again.
+
+A ``run.lock`` that is a directory, empty, or not JSON with a holder is no lock a run wrote: it is refused
+with a line that says which, since its holder cannot be judged. ``--throughput`` writes nothing and takes
+no lock. On NFS, an ``EEXIST`` answer to the lock's hard link can be the retransmission of our own link
+whose first reply was lost: when the temp file then has two links, the lock is ours.
 
 A lock held on another host cannot be checked from here; it is refused, and the message says to delete
 the file if that run is gone. Only rank 0 locks (the other ranks follow its decision, ``lock_run_folder``).
@@ -82,6 +89,10 @@ def _stale_reason(info: Dict[str, Any], mine: Dict[str, Any]) -> str:
             return ''
         if pid != mine['pid'] and not _pid_alive(pid, info.get('pid_start')):
             return f'PID {pid} no longer runs on this host'
+        if pid == mine['pid'] and info.get('pid_start') and mine.get('pid_start') \
+                and str(info['pid_start']) != str(mine['pid_start']):
+            # our own PID in an old lock: a restarted container numbers its processes from 1 again
+            return f'PID {pid} is this process now, started after that run (a restarted container)'
     return ''
 
 
@@ -107,7 +118,12 @@ class RunLock:
             os.link(tmp, self.path)
             return True
         except FileExistsError:
-            return False
+            # NFS: a link whose reply was lost is sent again and answered EEXIST although the first one made
+            # the link; then the temp file has two names and the lock is ours
+            try:
+                return os.stat(tmp).st_nlink == 2
+            except OSError:
+                return False
         except OSError:  # a file system without hard links: exclusive create (content follows at once)
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -129,6 +145,25 @@ class RunLock:
         except (OSError, ValueError):
             return {}  # unreadable or torn: treated as held by an unknown run
 
+    def _not_a_lock(self) -> str:
+        """What the lock path holds when it is no lock a run wrote: 'a directory', 'empty', ...; '' otherwise."""
+        if os.path.isdir(self.path):
+            return 'a directory, not a lock file'
+        try:
+            with open(self.path, 'rb') as f:
+                data = f.read(1 << 16)
+        except FileNotFoundError:
+            return ''
+        except OSError as e:
+            return f'unreadable ({e.strerror or e})'
+        if not data.strip():
+            return 'empty'
+        try:
+            info = json.loads(data.decode('utf-8'))
+        except (UnicodeDecodeError, ValueError):
+            return 'not a lock file (its content is not the JSON a run writes)'
+        return '' if isinstance(info, dict) and 'pid' in info else 'not a lock file (no holder recorded in it)'
+
     def acquire(self) -> 'RunLock':
         folder = os.path.dirname(self.path) or '.'
         missing, parent = [], os.path.abspath(folder)
@@ -137,13 +172,20 @@ class RunLock:
             parent = os.path.dirname(parent)
         os.makedirs(folder, exist_ok=True)
         self.made_folders = missing
-        for _ in range(3):  # the holder may release, or another run take over, between our steps
+        for attempt in range(3):  # the holder may release, or another run take over, between our steps
             if self._create():
                 self.held = True
                 return self
             info = self._read(self.path)
             if info is None:
                 continue
+            problem = self._not_a_lock()
+            if problem == 'empty' and attempt < 2:  # a run creating it without hard links writes its content next
+                time.sleep(0.5)
+                continue
+            if problem:
+                raise RunLockedError(f'{self.path}: the lock file is {problem}, so no run can be named as its '
+                                     'holder; delete it if no other run uses this output folder')
             reason = _stale_reason(info, self.info)
             if not reason:
                 raise RunLockedError(

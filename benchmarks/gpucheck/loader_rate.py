@@ -53,6 +53,9 @@ def _write_one(job: Tuple[str, int, int, int, int]) -> str:
     return path
 
 
+LOADER_READ_S = 15.   # seconds of timed batches: enough for a steady rate with every core decoding
+
+
 def write_videos(folder: str, st: Settings) -> List[str]:
     jobs = [(os.path.join(folder, f'synthetic_{i:02d}.mp4'), i, st.loader_frames, st.loader_height, st.loader_width)
             for i in range(st.loader_videos)]
@@ -93,7 +96,7 @@ def run(st: Settings, out: Channel, deadline: float, arg: str = '') -> None:
         sampler.set_epoch(0)
         batches = iter(loader)
         timed_from, counted = None, 0
-        cap = max(1., min(25., deadline - time.monotonic() - 5))
+        cap = max(1., min(LOADER_READ_S, deadline - time.monotonic() - 5))
         for n in range(1, total + 1):
             next(batches)
             if n == workers:

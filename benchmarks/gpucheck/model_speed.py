@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import shutil
 import subprocess
+import tempfile
 import time
 from typing import Callable, Dict, Iterator, Tuple
 
@@ -24,7 +27,7 @@ from benchmarks.reference_video_focalnet import ReferenceVideoFocalNet
 from models import VideoFocalNet
 from utils.env import configure_determinism
 
-from .plan import DTYPES, MODES, ModelSize, Settings
+from .plan import CHECKPOINT_SIZE, DTYPES, MODES, ModelSize, Settings
 from .report import one_line
 from .runner import Channel
 from .timing import autocast, free_memory, peak_memory, time_interleaved, timed_call
@@ -215,6 +218,32 @@ def run_size(st: Settings, out: Channel, deadline: float, name: str) -> None:
         del train_steps
         free_memory(device)
     _time_without_selective_checkpointing(st, ours, x, y, device, out, deadline, reserve, size)
+    if size.name == CHECKPOINT_SIZE:
+        time_checkpoint_write(st, ours, out, size)
+
+
+def time_checkpoint_write(st: Settings, model: nn.Module, out: Channel, size: ModelSize) -> None:
+    """``ckpt.<size>.write``: the weights and two AdamW moments per weight (what ``last.pth`` holds), written
+    the way main.py writes checkpoints (temp file, fsync, rename) into the run's --out folder, then removed.
+    A preemption save must fit in the warning before the time limit (docs/slurm.md)."""
+    from engine.checkpoint.saving import save_checkpoint
+    key = f'ckpt.{size.name}.write'
+    folder = tempfile.mkdtemp(prefix='gpu_check_ckpt_', dir=st.out_dir or None)
+    try:
+        weights = model.state_dict()
+        moments = {f'{name}.{m}': torch.zeros_like(t) for name, t in weights.items() if t.is_floating_point()
+                   for m in ('exp_avg', 'exp_avg_sq')}
+        nbytes = sum(t.numel() * t.element_size() for t in list(weights.values()) + list(moments.values()))
+        start = time.monotonic()
+        save_checkpoint(os.path.join(folder, 'last.pth'), {'model': weights, 'optimizer': moments, 'epoch': 0})
+        seconds = time.monotonic() - start
+        out.ok(key, seconds, note=f'{nbytes / 1e9:.2f} GB in {os.path.dirname(folder) or "."}: '
+               f'{nbytes / 1e9 / max(seconds, 1e-9):.2f} GB/s, device-to-host copy included')
+        del moments
+    except Exception as e:
+        out.failed(key, one_line(e))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _time_without_selective_checkpointing(st: Settings, ours: nn.Module, x: torch.Tensor, y: torch.Tensor,

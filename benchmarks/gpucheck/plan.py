@@ -2,9 +2,12 @@
 in the order they run, and the rows every section must produce.
 
 The full run is sized for one H100 / H200 and about 10 minutes, setup included: sections run in order of how much
-their answer matters, each in its own process with a time cap taken from what is left of ``budget``, so
-that a slow or crashing section costs only its own rows. ``torch.compile`` runs last and for Video-FocalNet-T
-in bf16 only: compiling S and B (or other precisions) would not fit the budget, and the table says so.
+a user needs their answer, each in its own process with a time cap, so that a slow or crashing section costs
+only its own rows. The caps share the budget in proportion to each section's estimated time (``costs.py``:
+FLOP counts and the fixed costs measured in the ``--quick`` run); the run prints the plan before it starts.
+``torch.compile`` runs for Video-FocalNet-T in bf16 only: compiling S and B (or other precisions) would not
+fit the budget, and the table says so. With two or more GPUs visible, ``ddp2`` trains on two of them over NCCL
+instead of ``ddp``'s two ranks sharing one GPU.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import dataclasses
 import os
 from typing import Callable, Dict, List, Optional, Tuple
 
+from .costs import CPU_QUICK, H100, PARENT_RESERVE_S, DeviceCosts, plan_caps
 from .report import Row
 
 DTYPES = ('fp32', 'fp16', 'bf16')
@@ -19,6 +23,7 @@ DTYPES = ('fp32', 'fp16', 'bf16')
 MAIN_PY_MODULES = ('yacs', 'termcolor', 'av')
 MODES = ('infer', 'train')
 MODE_WORDS = {'infer': 'inference', 'train': 'training step'}
+CHECKPOINT_SIZE = 'B'   # the model whose checkpoint write is timed (the largest, the one a preemption must save)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +78,8 @@ class Settings:
     loader_batches: int
     loader_workers: int
     budget: float               # seconds for all sections together
+    gpus: int = 1               # CUDA devices visible (0 in --quick): two or more plan the 2-GPU NCCL section
+    out_dir: str = ''           # the run's --out folder (the checkpoint write row writes there)
     logits_tol: float = 1e-4    # absolute, on logits of order 1 (the tests' tolerance)
     grads_tol: float = 1e-3     # relative to each gradient tensor's largest entry
     compile_size: str = 'T'
@@ -86,7 +93,7 @@ class Settings:
         return next(s for s in self.sizes if s.name == name)
 
 
-def full_settings(budget: float = 540.) -> Settings:
+def full_settings(budget: float = 540., gpus: int = 1) -> Settings:
     cores = os.cpu_count() or 1
     return Settings(
         quick=False, device='cuda', sizes=PUBLISHED, frames=8, img_size=224, num_classes=400, batch=8,
@@ -95,10 +102,10 @@ def full_settings(budget: float = 540.) -> Settings:
         toy_opts=('DATA.BATCH_SIZE', '8', 'DATA.NUM_WORKERS', '4', 'DATA.PIN_MEMORY', 'True',
                   'TRAIN.AMP', 'fp16', 'TEST.BATCH_SIZE', '4'),
         loader_videos=16, loader_width=340, loader_height=256, loader_frames=300, loader_input=224,
-        loader_batch=8, loader_batches=80, loader_workers=cores, budget=budget)
+        loader_batch=8, loader_batches=80, loader_workers=cores, budget=budget, gpus=max(1, gpus))
 
 
-def quick_settings(budget: float = 300.) -> Settings:
+def quick_settings(budget: float = 900.) -> Settings:
     cores = os.cpu_count() or 1
     return Settings(
         quick=True, device='cpu', sizes=TINY, frames=2, img_size=32, num_classes=10, batch=2, parity_batch=2,
@@ -111,7 +118,7 @@ def quick_settings(budget: float = 300.) -> Settings:
                   # model); the GPU run trains in fp16 with the grad scaler, as the published recipe does
                   'TRAIN.AMP', 'none'),
         loader_videos=2, loader_width=96, loader_height=64, loader_frames=40, loader_input=48, loader_batch=2,
-        loader_batches=6, loader_workers=cores, budget=budget, compile_reference=False)
+        loader_batches=6, loader_workers=cores, budget=budget, compile_reference=False, gpus=0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +160,9 @@ def _model_rows(st: Settings, size: ModelSize) -> List[Row]:
                         'weights (the note: absolute)', 'GiB'))
     rows.append(Row(f'speed.{size.name}.bf16.train_nosac', f'{t}: training step bf16, batch {b}, models/ with '
                     'selective checkpointing off (the note says whether to keep the default)', 'clips/s'))
+    if size.name == CHECKPOINT_SIZE:
+        rows.append(Row(f'ckpt.{size.name}.write', f'{t}: write a training checkpoint (weights + AdamW state, '
+                        'fsynced) into --out: what a preemption save needs before the time limit', 's'))
     return rows
 
 
@@ -180,37 +190,75 @@ def _ddp_rows(st: Settings) -> List[Row]:
             Row('ddp.eval', 'main.py toy on 2 ranks: --eval of last.pth with 4 clips x 3 crops', 'top-1 %')]
 
 
+def _two_gpu_rows(st: Settings) -> List[Row]:
+    opts = '--use-checkpoint --accumulation-steps 2'
+    return [Row('ddp2.train', f'main.py toy on 2 GPUs (NCCL), {opts}: train 2 epochs', 's'),
+            Row('ddp2.resume', f'main.py toy on 2 GPUs (NCCL), {opts}: same command with 3 epochs (auto-resume)', 's'),
+            Row('ddp2.eval', 'main.py toy on 2 GPUs (NCCL): --eval of last.pth with 4 clips x 3 crops', 'top-1 %')]
+
+
 def _loader_rows(st: Settings) -> List[Row]:
     return [Row('loader.train', f'train loader: {st.loader_workers} workers, {st.loader_width}x{st.loader_height} '
                 f'H.264 -> {st.loader_input}^2 x {st.frames} frames, batch {st.loader_batch}', 'clips/s')]
 
 
 def sections(st: Settings) -> List[Section]:
-    """All sections, in the order they run (the most important first)."""
+    """All sections, in the order they run (what a user needs most first), each with its time cap."""
     by_name = {s.name: s for s in st.sizes}
-    out = [Section('model:T', 'model_speed:run_size', 'T', tuple(_model_rows(st, by_name['T'])), 100, 20),
-           Section('toy', 'toy_run:run', '', tuple(_toy_rows(st)), 130, 30, needs=MAIN_PY_MODULES),
-           Section('ddp', 'toy_run:run_two_ranks', '', tuple(_ddp_rows(st)), 120, 30, needs=MAIN_PY_MODULES),
-           Section('loader', 'loader_rate:run', '', tuple(_loader_rows(st)), 60, 15, needs=('av',)),
+    model = {name: Section(f'model:{name}', 'model_speed:run_size', name, tuple(_model_rows(st, by_name[name])),
+                           0, 20) for name in by_name}
+    out = [model['T'],
+           Section('toy', 'toy_run:run', '', tuple(_toy_rows(st)), 0, 30, needs=MAIN_PY_MODULES),
+           Section('ddp2', 'toy_run:run_two_gpus', '', tuple(_two_gpu_rows(st)), 0, 30, needs=MAIN_PY_MODULES)
+           if st.gpus >= 2 else
+           Section('ddp', 'toy_run:run_two_ranks', '', tuple(_ddp_rows(st)), 0, 30, needs=MAIN_PY_MODULES),
+           Section('loader', 'loader_rate:run', '', tuple(_loader_rows(st)), 0, 15, needs=('av',)),
+           model['B'],
            Section('batch:T', 'batch_search:run', st.compile_size,
                    (Row(f'maxbatch.{st.compile_size}.{st.search_dtype}',
                         f'{st.size(st.compile_size).title}: largest training batch that fits, {st.search_dtype}, '
-                        'models/ (selective checkpointing on)', 'clips'),), 75, 15)]
-    for name in ('S', 'B'):
-        out.append(Section(f'model:{name}', 'model_speed:run_size', name, tuple(_model_rows(st, by_name[name])),
-                           (110 if name == 'S' else 140), 25))
-    for mode in ('train', 'infer'):
-        out.append(Section(f'compile:{mode}', 'model_speed:run_compiled', mode, tuple(_compile_rows(st, mode)),
-                           200, 10 if st.quick else 40))
-    return out
+                        'models/ (selective checkpointing on)', 'clips'),), 0, 15),
+           Section('compile:train', 'model_speed:run_compiled', 'train', tuple(_compile_rows(st, 'train')), 0,
+                   10 if st.quick else 40),
+           model['S'],
+           Section('compile:infer', 'model_speed:run_compiled', 'infer', tuple(_compile_rows(st, 'infer')), 0,
+                   10 if st.quick else 30)]
+    return fit_caps(out, st)
+
+
+def fit_caps(chosen: List[Section], st: Settings) -> List[Section]:
+    """``chosen`` with caps that share the budget among them in proportion to their estimated times (a rerun
+    of some sections gives them the whole budget)."""
+    planned, _ = plan_caps(chosen, st, device_costs(st))
+    return [dataclasses.replace(s, cap=round(cap), min_time=min(s.min_time, round(cap))) for s, _, cap in planned]
+
+
+def device_costs(st: Settings) -> DeviceCosts:
+    """The unit costs the caps are sized with: the --quick CPU's, or an H100's for a GPU run."""
+    return CPU_QUICK if st.quick else H100
+
+
+def describe_plan(chosen: List[Section], st: Settings) -> List[str]:
+    """The lines printed before a run starts: each section's estimate and cap, and how they add up."""
+    costs = device_costs(st)
+    planned, margin = plan_caps(chosen, st, costs)
+    lines = [f'plan: {len(chosen)} sections, caps from estimated times on {costs.name} x {margin:.2f}, '
+             f'{sum(s.cap for s in chosen):.0f} s of the {st.budget:.0f} s budget '
+             f'({PARENT_RESERVE_S:.0f} s kept for start-up and the table)']
+    for section, est, _ in planned:
+        lines.append(f'plan:   {section.name:14s} estimated {est:5.0f} s, at most {section.cap:4.0f} s')
+    return lines
 
 
 def derived_rows(st: Settings) -> List[Row]:
     """Rows computed from other rows once every section ran: would the loader keep the GPU fed?"""
-    rows = [Row(f'starve.{s.name}', f'{s.title}: train loader clips/s / training clips/s ({st.recipe_dtype}, '
-                f'batch {st.batch}; below 1: the GPU waits for data)', 'x') for s in st.sizes]
+    cores, gpus = max(1, st.loader_workers), max(1, st.gpus)
+    rows = [Row('loader.per_gpu', f'train loader clips/s per GPU: the share of {cores} cores / {gpus} GPU(s) = '
+                f'{max(1, cores // gpus)} cores each, scaled from loader.train', 'clips/s')]
+    rows += [Row(f'starve.{s.name}', f'{s.title}: loader clips/s per GPU / training clips/s ({st.recipe_dtype}, '
+                 f'batch {st.batch}; below 1: the GPU waits for data)', 'x') for s in st.sizes]
     c = st.size(st.compile_size)
-    rows.append(Row(f'starve.{c.name}.compiled', f'{c.title}: train loader clips/s / compiled training clips/s '
+    rows.append(Row(f'starve.{c.name}.compiled', f'{c.title}: loader clips/s per GPU / compiled training clips/s '
                     f'({st.compile_dtype}, batch {st.batch})', 'x'))
     return rows
 

@@ -163,9 +163,11 @@ def run_section(section: Section, settings: Settings, report: Report, cap: float
 def run_all(sections: List[Section], settings: Settings, report: Report, budget_end: float,
             log_path: Optional[str], on_row: Callable[[Row], None],
             on_section: Callable[[Section, float], None] = lambda s, cap: None) -> None:
-    """Run ``sections`` in order, each capped by its own cap and by what is left until ``budget_end``."""
-    for section in sections:
+    """Run ``sections`` in order, each capped by its own cap and by what is left until ``budget_end``; time that
+    earlier sections left unused goes to the next one, as long as the later ones keep their caps."""
+    for i, section in enumerate(sections):
         left = budget_end - time.monotonic()
+        later = sum(s.cap for s in sections[i + 1:])
         if left < section.min_time:
             for row in report.pending(r.key for r in section.rows):
                 report.update(dataclasses.replace(
@@ -173,7 +175,7 @@ def run_all(sections: List[Section], settings: Settings, report: Report, budget_
                     f'budget left, the section needs at least {section.min_time:.0f} s'))
                 on_row(report.get(row.key))
             continue
-        cap = min(section.cap, left)
+        cap = min(max(section.cap, left - later), left)
         on_section(section, cap)
         wall, cpu = time.monotonic(), _children_cpu()
         run_section(section, settings, report, cap, log_path, on_row)

@@ -124,10 +124,11 @@ def stop_launcher(proc: subprocess.Popen, grace: float = 15.0) -> None:
     proc.wait()
 
 
-def _torchrun(st: Settings, args: List[str], deadline: float, what: str, nproc: int = 1) -> str:
+def _torchrun(st: Settings, args: List[str], deadline: float, what: str, nproc: int = 1,
+              one_device: bool = True) -> str:
     """Run main.py through torchrun with ``args``; its output goes to the log and is returned. With 2 ranks
-    both run on the one device (``two_ranks_one_device.py``)."""
-    script = ['main.py'] if nproc == 1 else ['-m', 'benchmarks.gpucheck.two_ranks_one_device']
+    both run on the one device (``two_ranks_one_device.py``) unless ``one_device`` is False (one GPU each)."""
+    script = ['main.py'] if nproc == 1 or not one_device else ['-m', 'benchmarks.gpucheck.two_ranks_one_device']
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', str(nproc)] + \
         script + args
     print(f'$ {" ".join(cmd)}', flush=True)
@@ -172,11 +173,11 @@ def _step_failed(out: Channel, key: str, e: Exception) -> None:
 
 
 def _train(st: Settings, common: List[str], run_dir: str, deadline: float, out: Channel, prefix: str = 'toy',
-           nproc: int = 1) -> bool:
+           nproc: int = 1, one_device: bool = True) -> bool:
     start = time.monotonic()
     try:
         log = _torchrun(st, common[:2] + ['--tag', TAG] + common[2:] + ['TRAIN.EPOCHS', '2'], deadline, 'train',
-                        nproc)
+                        nproc, one_device)
         rows = _metrics(run_dir)
         if len(rows) != 2 or not os.path.isfile(os.path.join(run_dir, 'last.pth')):
             raise StepFailed(f'expected 2 epochs in metrics.jsonl and last.pth, got {len(rows)} epochs')
@@ -191,7 +192,7 @@ def _train(st: Settings, common: List[str], run_dir: str, deadline: float, out: 
     start = time.monotonic()
     try:
         log = _torchrun(st, common[:2] + ['--tag', TAG] + common[2:] + ['TRAIN.EPOCHS', '3'], deadline, 'resume',
-                        nproc)
+                        nproc, one_device)
         rows = _metrics(run_dir)
         if 'resuming from' not in log or 'resumed: epoch 2' not in log:
             raise StepFailed("the 3-epoch run did not log 'resuming from ...' and 'resumed: epoch 2'")
@@ -205,11 +206,11 @@ def _train(st: Settings, common: List[str], run_dir: str, deadline: float, out: 
 
 
 def _evaluate(st: Settings, common: List[str], checkpoint: str, output: str, deadline: float, out: Channel,
-              prefix: str = 'toy', nproc: int = 1) -> None:
+              prefix: str = 'toy', nproc: int = 1, one_device: bool = True) -> None:
     start = time.monotonic()
     try:
         log = _torchrun(st, common[:2] + ['--tag', f'{TAG}-eval', '--eval', '--resume', checkpoint] + common[2:]
-                        + ['TEST.NUM_CLIP', '4', 'TEST.NUM_CROP', '3'], deadline, 'eval', nproc)
+                        + ['TEST.NUM_CLIP', '4', 'TEST.NUM_CROP', '3'], deadline, 'eval', nproc, one_device)
         res = _eval_results(output, log)
         if res.get('num_videos') != st.toy_val or res.get('num_views') != 12 or res.get('unreadable'):
             raise StepFailed(f"eval_results.json: {res.get('num_videos')} videos x {res.get('num_views')} views, "
@@ -295,19 +296,27 @@ def run(st: Settings, out: Channel, deadline: float, arg: str = '') -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run_two_ranks(st: Settings, out: Channel, deadline: float, arg: str = '') -> None:
+def run_two_ranks(st: Settings, out: Channel, deadline: float, arg: str = '', prefix: str = 'ddp',
+                  one_device: bool = True) -> None:
     """The ``ddp`` section: 2 ranks on one device, checkpointing + accumulation, resume, 4x3 evaluation."""
-    work = tempfile.mkdtemp(prefix='gpu_check_ddp_')
+    work = tempfile.mkdtemp(prefix=f'gpu_check_{prefix}_')
     try:
-        data, output, run_dir = _toy_folders(st, work, out, 'ddp')
+        data, output, run_dir = _toy_folders(st, work, out, prefix)
         common = _common_args(st, data, output)
         # 2 x 2 micro-batches of half the batch: the same clips per update as the 1-process run
         half = str(max(1, int(dict(zip(st.toy_opts[::2], st.toy_opts[1::2])).get('DATA.BATCH_SIZE', '4')) // 4))
         common = common[:2] + ['--use-checkpoint', '--accumulation-steps', '2'] + common[2:] + \
             ['DATA.BATCH_SIZE', half]
-        if _train(st, common, run_dir, deadline, out, prefix='ddp', nproc=2):
-            _evaluate(st, common, os.path.join(run_dir, 'last.pth'), output, deadline, out, prefix='ddp', nproc=2)
+        if _train(st, common, run_dir, deadline, out, prefix=prefix, nproc=2, one_device=one_device):
+            _evaluate(st, common, os.path.join(run_dir, 'last.pth'), output, deadline, out, prefix=prefix, nproc=2,
+                      one_device=one_device)
         else:
-            out.failed('ddp.eval', 'no checkpoint: the training run failed')
+            out.failed(f'{prefix}.eval', 'no checkpoint: the training run failed')
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def run_two_gpus(st: Settings, out: Channel, deadline: float, arg: str = '') -> None:
+    """The ``ddp2`` section (two or more GPUs visible): main.py on 2 GPUs, one rank each, over NCCL, as a
+    multi-GPU job runs: checkpointing + accumulation, resume, 4x3 evaluation."""
+    run_two_ranks(st, out, deadline, arg, prefix='ddp2', one_device=False)
