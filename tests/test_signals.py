@@ -247,7 +247,7 @@ def test_ctrl_c_outside_training_exits_130_in_one_line(tmp_path, monkeypatch, ca
     """Ctrl-C while the model is built, during --eval or the final test: KeyboardInterrupt, not a traceback."""
     import main
 
-    def interrupted(config, dist_info):
+    def interrupted(config, dist_info, *rest):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(main, 'run', interrupted)
