@@ -247,6 +247,7 @@ def prepare_folder(videos: str, val_fraction: float = 0.2, seed: int = 0, root: 
                 continue
             per_split[split], other = _scan_classes(folder, os.path.join(videos, split))
             others += other
+        _check_each_video_once(per_split)
         layout, val_fraction_used, test_fraction_used, seed_used = 'split folders', None, None, None
         only_val = sorted(set(per_split['val']) - set(per_split['train']))
         only_train = sorted(set(per_split['train']) - set(per_split['val']))
@@ -266,12 +267,12 @@ def prepare_folder(videos: str, val_fraction: float = 0.2, seed: int = 0, root: 
             raise PrepareError(f"--test-fraction {test_fraction:g}: expected a number from 0 (no test split) to "
                                f"below 1, and below 1 together with --val-fraction {val_fraction:g}")
         classes, others = _scan_classes(videos, videos)
+        _check_each_video_once({'all': classes})
         per_split = _stratified(classes, val_fraction, test_fraction, seed, notes)
         if not test_fraction:
             del per_split['test']
         layout, val_fraction_used, test_fraction_used, seed_used = 'stratified split', val_fraction, \
             test_fraction, seed
-    _check_each_video_once(per_split)
     names = sorted(set().union(*(set(classes) for classes in per_split.values())))
     ids = {name: i for i, name in enumerate(names)}
     splits = []
