@@ -75,7 +75,7 @@ def prepared_folder(video_dir, tmp_path):
     for name, label in good:
         (own / f'class {label}').mkdir(parents=True, exist_ok=True)
         shutil.copy(root / name, own / f'class {label}' / name)
-    assert prepare_folder(['--videos', str(own), '--out', str(tmp_path / 'data'), '--test-fraction', '0']) == 0
+    assert prepare_folder(['--videos', str(own), '--out', str(tmp_path / 'data')]) == 0
     return own, tmp_path / 'data'
 
 
