@@ -456,7 +456,8 @@ def split_of(out):
 def test_folder_stratified_split_labels_notes_and_manifest(own_videos, tmp_path, capsys):
     # without a test split (--test-fraction 0): train and val only
     out = tmp_path / 'own'
-    status, stdout, err = run(capsys, 'folder', '--videos', own_videos, '--out', out, '--val-fraction', '0.25', '--test-fraction', '0')
+    no_test = ['--val-fraction', '0.25', '--test-fraction', '0']
+    status, stdout, err = run(capsys, 'folder', '--videos', own_videos, '--out', out, *no_test)
     assert status == 0, err
     # ids in sorted name order; names with commas and spaces survive the label list
     assert read_label_list(str(out / 'labels.csv')) == sorted(FOLDER_CLASSES)
@@ -482,10 +483,10 @@ def test_folder_stratified_split_labels_notes_and_manifest(own_videos, tmp_path,
     check = check_list(str(out / 'val.csv'), label_list=str(out / 'labels.csv'))
     assert check.status == 'match' and check.labels_match is True
     # deterministic for a seed (a second run writes nothing), another seed picks other videos
-    assert run(capsys, 'folder', '--videos', own_videos, '--out', out, '--val-fraction', '0.25', '--test-fraction', '0')[1].strip() \
+    assert run(capsys, 'folder', '--videos', own_videos, '--out', out, *no_test)[1].strip() \
         .endswith('already up to date, nothing written')
     other = tmp_path / 'other'
-    assert run(capsys, 'folder', '--videos', own_videos, '--out', other, '--val-fraction', '0.25', '--test-fraction', '0',
+    assert run(capsys, 'folder', '--videos', own_videos, '--out', other, *no_test,
                '--seed', '3')[0] == 0
     assert split_of(other) != splits and read_label_list(str(other / 'labels.csv')) == sorted(FOLDER_CLASSES)
 

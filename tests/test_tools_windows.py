@@ -211,16 +211,16 @@ def test_an_output_folder_that_cannot_take_the_features_is_one_line(setup, tmp_p
     else:
         # root ignores permission bits: the kernel's answer for a read-only mount or a full disk, simulated
         code = errno.EROFS if case == 'read-only' else errno.ENOSPC
-        expected = ('the file system is read-only: choose a writable folder (writing the features to --out' if case == 'read-only' else
-                    'the disk is full (no space left on the device): free space or choose a folder on another '
-                    'disk (writing the features to --out')
+        expected = ('the file system is read-only: choose a writable folder (writing the features to --out'
+                    if case == 'read-only' else 'the disk is full (no space left on the device): free space or '
+                    'choose a folder on another disk (writing the features to --out')
         real_fsync, calls = os.fsync, []
-        import tempfile
-
-        def failing(*args, **kwargs):
-            raise OSError(code, os.strerror(code), str(out / '.write-check'))
         if case == 'read-only':
-            monkeypatch.setattr(tempfile, 'NamedTemporaryFile', failing)
+            import tempfile
+
+            def refused(*args, **kwargs):   # what creating the first file in a read-only folder gives
+                raise OSError(code, os.strerror(code), str(out / '.write-check'))
+            monkeypatch.setattr(tempfile, 'NamedTemporaryFile', refused)
         else:
             def fsync_failing_on_the_third(fd):   # short.npy, short.json, then ten.npy: the disk is full
                 if stat.S_ISREG(os.fstat(fd).st_mode):   # files, not the folder fsynced after each rename
