@@ -659,8 +659,8 @@ def test_folder_test_folder_and_test_split_errors(tmp_path, capsys):
     pairs = tmp_path / 'pairs'
     touch(pairs, 'a/1.mp4', 'a/2.mp4', 'b/1.mp4', 'b/2.mp4')
     for args, expected in ((['--test-fraction', '0.9'], '--test-fraction 0.9: expected a number from 0'),
-                           ([], "split 'test' has no videos (each class needs at least 3 videos for a test split "
-                                "(or pass --test-fraction 0")):
+                           ([], "split 'test' has no videos (each class needs at least 3 videos for a test split); "
+                                "pass --test-fraction 0 for none")):
         status, _, err = run(capsys, 'folder', '--videos', pairs, '--out', tmp_path / 'none', *args)
         assert status == 2 and expected in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / 'none').exists()

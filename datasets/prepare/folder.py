@@ -280,9 +280,10 @@ def prepare_folder(videos: str, val_fraction: float = 0.2, seed: int = 0, root: 
         rows = sorted((_relative(path, root_abs), ids[name])
                       for name, paths in classes.items() for path, _ in paths)
         if not rows:
-            needed = {'val': 'at least 2 videos for a val split', 'test': 'at least 3 videos for a test split '
-                      '(or pass --test-fraction 0: no test split)'}
-            raise PrepareError(f"{videos}: split {split!r} has no videos (each class needs {needed[split]})"
+            needed = {'val': '(each class needs at least 2 videos for a val split)',
+                      'test': '(each class needs at least 3 videos for a test split); pass --test-fraction 0 for '
+                              'none'}
+            raise PrepareError(f"{videos}: split {split!r} has no videos {needed[split]}"
                                if split in needed else f"{videos}: no training videos")
         splits.append(FolderSplit(split, rows))
     left_out = [os.path.relpath(p, videos).replace(os.sep, '/') for p in sorted(others)]
@@ -367,8 +368,9 @@ def main(argv: Optional[List[str]] = None) -> int:
               f"{args.out}; nothing was written)", file=sys.stderr)
         return 2
     if written:
-        print(f"wrote {', '.join(written)} in {args.out}; train with DATA.ROOT {dataset.root} "
-              f"(scripts/finetune.sh {args.out} CHECKPOINT sets it)")
+        print(f"wrote {', '.join(written)} in {args.out}; the paths are relative to {dataset.root}, the root "
+              f"recorded in its {MANIFEST_NAME} (used when DATA.ROOT is ''): scripts/finetune.sh {args.out} "
+              f"CHECKPOINT")
     else:
         print(f"{args.out}: already up to date, nothing written")
     return 0
