@@ -55,10 +55,12 @@ def walk_files(folder: str) -> List[Tuple[str, FileId]]:
             if is_dir:
                 real = os.path.realpath(entry.path)
                 if real in ancestors:
+                    what = (f"symbolic link to {os.readlink(entry.path)!r}" if entry.is_symlink()
+                            else "folder (a bind mount?)")
                     raise PrepareError(
-                        f"{entry.path}: symbolic link to {os.readlink(entry.path)!r} leads back to {real}, a folder "
+                        f"{entry.path}: {what} leads back to {real}, a folder "
                         f"that contains it (a loop: the walk would list the same videos again and again); remove the "
-                        f"link or point it to a folder outside {folder}")
+                        f"link or point it to a folder that does not contain it")
                 if real not in seen_dirs:
                     seen_dirs.add(real)
                     visit(entry.path, ancestors + (real,))
