@@ -692,3 +692,14 @@ def test_folder_output_that_cannot_be_written_is_one_line_and_keeps_the_old_list
     monkeypatch.undo()
     assert status == 2 and len(err.splitlines()) == 1 and expected in err and 'nothing was written' in err, err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before    # no new list beside old ones, no temp file
+
+
+def test_folder_overwritten_without_a_test_split_removes_the_old_test_list(own_videos, tmp_path, capsys):
+    out = tmp_path / 'own'
+    assert run(capsys, 'folder', '--videos', own_videos, '--out', out)[0] == 0 and (out / 'test.csv').is_file()
+    status, _, err = run(capsys, 'folder', '--videos', own_videos, '--out', out, '--test-fraction', '0')
+    assert status == 2 and 'pass --overwrite' in err and (out / 'test.csv').is_file()   # refused, kept
+    assert run(capsys, 'folder', '--videos', own_videos, '--out', out, '--test-fraction', '0', '--overwrite')[0] == 0
+    # a test.csv left behind would name videos that are now in train to a config still pointing at it
+    assert not (out / 'test.csv').exists() and sorted(p.name for p in out.iterdir()) == \
+        ['labels.csv', 'manifest.json', 'train.csv', 'val.csv']

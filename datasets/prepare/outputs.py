@@ -9,6 +9,8 @@ failed run leaves the folder as it was instead of new lists beside old ones.
 
 An output folder that already holds any of these files with other content is refused unless
 ``overwrite``: a second run over a finished dataset must not silently replace lists someone evaluated on.
+With ``overwrite``, the lists the old manifest names that the new run does not write (a ``test.csv`` of an
+earlier split) are removed, so no config still pointing at them reads videos that are now elsewhere.
 A run that would produce the same files (the manifest's ``created`` time aside) writes nothing.
 """
 from __future__ import annotations
@@ -106,7 +108,24 @@ def write_outputs(out: str, files: Dict[str, str], overwrite: bool = False) -> T
             except OSError:
                 pass
         raise
+    stale = _stale_lists(out, files) if overwrite else []
     for tmp, target in temps:   # in order, the manifest last; renames need no space
         os.replace(tmp, target)
+    for name in stale:   # e.g. a test.csv of an earlier split, which a config pointing at it would still read
+        os.remove(os.path.join(out, name))
     fsync_dir(out)
     return to_write, [name for name in files if name not in to_write]
+
+
+def _stale_lists(out: str, files: Dict[str, str]) -> List[str]:
+    """Lists the manifest in ``out`` names that the new files do not have (removed when overwriting)."""
+    try:
+        old = read_manifest(os.path.join(out, MANIFEST_NAME))
+    except (OSError, ValueError):
+        return []
+    names = set()
+    for entry in old['splits'].values():
+        if isinstance(entry, dict):
+            names.update(v for k, v in entry.items() if k in ('file', 'missing_file') and isinstance(v, str))
+    return sorted(n for n in names if n not in files and os.path.basename(n) == n
+                  and os.path.isfile(os.path.join(out, n)))
