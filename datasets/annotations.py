@@ -20,7 +20,9 @@ Annotation lines are ``path,label`` (the original's format) or ``path label`` (m
 
 Paths are joined as in the original: ``os.path.join(realpath(ROOT), path)`` when ROOT is an existing
 directory, ``os.path.join(ROOT, path)`` otherwise, the path as written when ROOT is ''; an absolute
-path in the file ignores ROOT.
+path in the file ignores ROOT. A list written by ``datasets.prepare`` carries its root in the
+``manifest.json`` beside it: when DATA.ROOT is '' that root is used (``list_root``), so a prepared folder
+works without setting DATA.ROOT.
 
 Label lists (``labels/*.csv``) are ``id,name`` with a header; names may contain commas (SSv2), so the
 line is split at the FIRST comma. Ids must be 0..N-1 in order.
@@ -83,6 +85,52 @@ def join_root(root: str, path: str) -> str:
     if os.path.isdir(root):
         root = os.path.realpath(root)
     return os.path.join(root, path)
+
+
+MANIFEST_NAME = 'manifest.json'   # written by datasets.prepare beside the lists it describes
+
+
+def manifest_root(annotation_file: str) -> Tuple[str, str]:
+    """``(root, manifest path)`` recorded by ``datasets.prepare`` for ``annotation_file``, or ``('', '')``.
+
+    Only a manifest beside the file that names it among its splits counts; an unreadable or foreign one
+    gives ``('', '')`` (the list is then read as it always is, against DATA.ROOT).
+    """
+    manifest = os.path.join(os.path.dirname(annotation_file), MANIFEST_NAME)
+    try:
+        with open(manifest, 'r', encoding='utf-8') as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return '', ''
+    splits = record.get('splits') if isinstance(record, dict) else None
+    root = record.get('root') if isinstance(record, dict) else None
+    if not isinstance(splits, dict) or not isinstance(root, str) or not root:
+        return '', ''
+    name = os.path.basename(annotation_file)
+    if any(isinstance(entry, dict) and entry.get('file') == name for entry in splits.values()):
+        return root, manifest
+    return '', ''
+
+
+def list_root(root: str, annotation_file: str) -> Tuple[str, str]:
+    """``(root to join, where it comes from)``: DATA.ROOT when set, else the root of the list's manifest."""
+    if root:
+        return root, 'DATA.ROOT'
+    found, manifest = manifest_root(annotation_file)
+    if found:
+        return found, manifest
+    return '', 'DATA.ROOT'
+
+
+def describe_root(root: str, origin: str = 'DATA.ROOT') -> str:
+    """The root the videos were looked for under, for a "file not found" message: which one, and for a
+    relative one the working directory it is relative to."""
+    what = f"DATA.ROOT {root!r}" if origin == 'DATA.ROOT' else f"the root {root!r} of {origin} (DATA.ROOT '')"
+    if not root:
+        return f"DATA.ROOT '' (the listed paths as written, relative to the working directory {os.getcwd()})"
+    if not os.path.isabs(root):
+        return f"{what}, relative to the working directory {os.getcwd()}"
+    return what
 
 
 def _parse_int(text: str) -> Optional[int]:

@@ -13,7 +13,12 @@ without repeating frames (segment sampling: NUM_FRAMES + FRAME_INTERVAL - 1; den
 (NUM_FRAMES - 1) x FRAME_INTERVAL + 1): short videos still train and test (indices wrap around as in
 the original) but are worth knowing about. A summary of frame counts, resolutions and frame rates
 follows. ``--write-clean FILE`` writes the annotation lines of the readable videos (``path,label``,
-paths as given in the file). Exit status 1 when any video is unreadable, 0 otherwise.
+paths as given in the file). Exit status 4 when any video is unreadable, 0 otherwise.
+
+The listed paths are joined to DATA.ROOT; when it is '' and the list was written by ``datasets.prepare``,
+to the root recorded in the ``manifest.json`` beside it (as ``main.py`` does). Videos that are not found
+are summed up in one line naming the root they were looked for under (and, for a relative one, the
+working directory it is relative to).
 
 Each file is checked in a worker process, so a decoder that crashes hard on one file (a segfault
 inside native code) is reported as unreadable instead of stopping the scan.
@@ -31,7 +36,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from .annotations import join_root, read_annotations
+from .annotations import describe_root, join_root, list_root, read_annotations
 from .decoders import VideoDecodeError, open_video, resolve_backend
 from .sampling import FrameSampler
 
@@ -205,16 +210,22 @@ def main(argv: Optional[List[str]] = None) -> int:
         config = load_config(args.cfg, args.opts)
         annotation_file = config.DATA.TRAIN_FILE if args.split == 'train' else config.DATA.VAL_FILE
         raw = read_annotations(annotation_file, root='', num_classes=config.DATA.NUM_CLASSES)
+        root, origin = list_root(config.DATA.ROOT, annotation_file)
         backend = resolve_backend(config.DATA.DECODER)
     except (ConfigError, AnnotationError, ImportError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     sampler = FrameSampler(config.DATA.NUM_FRAMES, config.AUG.FRAME_INTERVAL, config.DATA.SAMPLING)
-    paths = [join_root(config.DATA.ROOT, path) for path, _ in raw]
+    paths = [join_root(root, path) for path, _ in raw]
     print(f"checking {len(paths)} videos of {annotation_file} with {backend} "
-          f"({'every frame' if args.full else 'first, test-clip and last frames'})")
+          f"({'every frame' if args.full else 'first, test-clip and last frames'})"
+          + (f", under {root} (the root recorded in {origin}; DATA.ROOT is '')" if origin != 'DATA.ROOT' else ''))
     results = scan(paths, backend, sampler, workers=args.workers, full=args.full, progress=not args.no_progress)
     num_bad, _ = report(results, sampler.min_frames())
+    not_found = sum(r['reason'] == 'file not found' for r in results)
+    if not_found:   # a wrong DATA.ROOT, or one relative to another working directory, finds no video at all
+        print(f"{not_found} of {len(results)} videos not found under {describe_root(root, origin)}: set "
+              f"--opts DATA.ROOT to the folder the paths in {annotation_file} are relative to")
     if args.write_clean:
         with open(args.write_clean, 'w') as f:
             for (path, label), r in zip(raw, results):

@@ -24,7 +24,7 @@ from utils.workers import exit_with_parent, ignore_stop_signals, kill_workers_at
 import torch
 from torch.utils.data import DataLoader
 
-from .annotations import read_annotations
+from .annotations import describe_root, list_root, read_annotations
 from .samplers import DistributedEvalSampler, DistributedTrainSampler, seed_worker
 from .sampling import FrameSampler
 from .transforms import EvalTransform, TrainTransform
@@ -62,10 +62,13 @@ def build_dataset(config: Any, split: str = 'train', num_clip: Optional[int] = N
         raise ValueError(f"split: expected one of {list(SPLITS)}, got {split!r}")
     path = annotation_file or (config.DATA.TRAIN_FILE if split == 'train' else config.DATA.VAL_FILE)
     # a repeated row oversamples a training video (a warning) but would score an evaluation video twice (an error)
-    samples = read_annotations(path, root=config.DATA.ROOT, num_classes=config.DATA.NUM_CLASSES,
+    root, origin = list_root(config.DATA.ROOT, path)   # DATA.ROOT '': the root in the list's manifest, if any
+    if origin != 'DATA.ROOT':
+        _logger.info("%s: DATA.ROOT is '': its videos are read under %s, the root recorded in %s", path, root, origin)
+    samples = read_annotations(path, root=root, num_classes=config.DATA.NUM_CLASSES,
                                duplicates='warn' if split == 'train' else 'error')
     common = dict(frame_sampler=build_frame_sampler(config), decoder=config.DATA.DECODER, seed=config.SEED,
-                  source=path)
+                  source=path, looked_under=describe_root(root, origin))
     if split == 'train':
         return VideoDataset(samples, 'train', transform=build_train_transform(config),
                             repeated_aug=config.AUG.REPEATED_AUG,

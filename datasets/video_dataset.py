@@ -28,6 +28,7 @@ Unreadable videos (the original crashed the run, spec 3.2; see ``decoders.VideoD
 from __future__ import annotations
 
 import logging
+import os
 from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -69,12 +70,14 @@ class VideoDataset(Dataset):
         max_unreadable_fraction: DATA.MAX_UNREADABLE_FRACTION (training).
         on_unreadable: TEST.ON_UNREADABLE, 'skip' or 'error' (evaluation).
         source: the annotation file, for messages.
+        looked_under: the root the listed paths were joined to (``annotations.describe_root``), added to the
+            reason of a video that is not found, so that a wrong or relative DATA.ROOT shows.
     """
 
     def __init__(self, samples: Sequence[Tuple[str, int]], mode: str, frame_sampler: FrameSampler,
                  transform: Union[TrainTransform, EvalTransform], decoder: str = 'auto', seed: int = 0,
                  repeated_aug: int = 1, num_clip: int = 1, max_unreadable_fraction: float = 0.01,
-                 on_unreadable: str = 'skip', source: str = ''):
+                 on_unreadable: str = 'skip', source: str = '', looked_under: str = ''):
         if mode not in ('train', 'eval'):
             raise ValueError(f"VideoDataset mode: expected 'train' or 'eval', got {mode!r}")
         if on_unreadable not in ON_UNREADABLE:
@@ -95,6 +98,7 @@ class VideoDataset(Dataset):
         self.max_unreadable_fraction = float(max_unreadable_fraction)
         self.on_unreadable = on_unreadable
         self.source = source
+        self.looked_under = looked_under
         self.epoch = 0
         # one flag per video, in shared memory so that all loader workers of this process count together
         self._unreadable = torch.zeros(len(self.samples), dtype=torch.uint8).share_memory_()
@@ -161,9 +165,9 @@ class VideoDataset(Dataset):
         first_time = not bool(self._unreadable[index])
         self._unreadable[index] = 1
         if first_time:
-            _logger.warning("unreadable video %s (%s); a replacement is drawn", err.path, err.reason)
+            _logger.warning("unreadable video %s (%s); a replacement is drawn", err.path, self._reason(err))
             if len(self._reasons) < 5:
-                self._reasons[err.path] = err.reason
+                self._reasons[err.path] = self._reason(err)
         bad = self.num_unreadable
         if bad > self.max_unreadable_fraction * len(self.samples):
             examples = '; '.join(f"{p}: {r}" for p, r in self._reasons.items())
@@ -171,6 +175,13 @@ class VideoDataset(Dataset):
                 f"{self.source}: {bad} of {len(self.samples)} training videos are unreadable, more than "
                 f"DATA.MAX_UNREADABLE_FRACTION = {self.max_unreadable_fraction}. Examples: {examples}. "
                 f"{self._advice()}")
+
+    def _reason(self, err: VideoDecodeError) -> str:
+        """``err.reason``; for a video not found at a relative path, also the root its listed path was joined to
+        (an absolute path says where it was looked for by itself)."""
+        if err.reason == 'file not found' and self.looked_under and not os.path.isabs(err.path):
+            return f"{err.reason} under {self.looked_under}"
+        return err.reason
 
     def _advice(self) -> str:
         return ("List them all with `python -m datasets.check --cfg <config> --split train`, then fix or "
@@ -187,12 +198,13 @@ class VideoDataset(Dataset):
                 frames = video.get_frames(unique)
         except VideoDecodeError as err:
             if self.on_unreadable == 'error':
-                raise UnreadableVideosError(f"unreadable video {err.path} ({err.reason}) and "
+                raise UnreadableVideosError(f"unreadable video {err.path} ({self._reason(err)}) and "
                                             f"TEST.ON_UNREADABLE is 'error'") from None
             if not self._unreadable[index]:
                 self._unreadable[index] = 1
-                _logger.warning("unreadable video %s (%s): left out of the evaluation", err.path, err.reason)
-            return dict(unreadable=(index, err.path, err.reason), label=label, index=index)
+                _logger.warning("unreadable video %s (%s): left out of the evaluation", err.path,
+                                self._reason(err))
+            return dict(unreadable=(index, err.path, self._reason(err)), label=label, index=index)
         crops = self.transform(frames_to_tensor(frames))           # (C, U, 3, S, S)
         views = crops[:, torch.from_numpy(inverse.reshape(clips.shape))]  # (C, K, T, 3, S, S)
         return dict(imgs=views.flatten(0, 1), label=label, index=index)

@@ -22,7 +22,7 @@ import re
 from typing import Any, Iterable, List, Optional, Tuple
 
 from datasets import AnnotationError
-from datasets.annotations import join_root, parse_annotation_lines
+from datasets.annotations import join_root, list_root, parse_annotation_lines
 from engine.config import ConfigError
 from engine.checkpoint.weights import pretrained_problem
 from engine.data_summary import lists_read
@@ -130,8 +130,8 @@ def _missing_videos(config: Any, lists: Iterable[Tuple[str, str]]) -> Optional[s
 
     A few missing videos are normal (Kinetics lists name videos that were taken down); all of the first 20
     missing is not, and would otherwise end the run later, after the model is built, as unreadable videos."""
-    root = config.DATA.ROOT
     for key, path in lists:
+        root, _ = list_root(config.DATA.ROOT, path)   # DATA.ROOT '': the root recorded in the list's manifest
         videos = _first_videos(path) if os.path.isfile(path) else []
         if not videos or any(os.path.exists(join_root(root, video)) for video in videos):
             continue

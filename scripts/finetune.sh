@@ -43,7 +43,17 @@ PRETRAINED="$(cd "$(dirname "$PRETRAINED")" && pwd)/$(basename "$PRETRAINED")"
 # the lists' paths are relative to the manifest's root (the video folder)
 ROOT=$("${PYTHON:-python}" -c 'import json, sys; print(json.load(open(sys.argv[1])).get("root") or "")' \
        "$DATA_DIR/manifest.json" 2>/dev/null || true)
+# best.pth is chosen on val.csv; its final test runs on the held-out test.csv when the manifest lists one (a
+# test.csv it does not list is left over from an earlier preparation and may name videos now in train)
+if "${PYTHON:-python}" -c 'import json, sys; sys.exit("test" not in json.load(open(sys.argv[1])).get("splits", {}))' \
+       "$DATA_DIR/manifest.json" 2>/dev/null; then
+    TEST_LIST="$DATA_DIR/test.csv"
+else
+    TEST_LIST=""
+    echo "note: $DATA_DIR/manifest.json lists no test split: best.pth is tested on val.csv, the list it was chosen on" \
+         "(prepare with --test-fraction for a held-out test)" >&2
+fi
 export DATA_ROOT="${ROOT}"
 [ -n "$DATA_ROOT" ] || unset DATA_ROOT
 exec "$SCRIPT" --pretrained "$PRETRAINED" --opts DATA.TRAIN_FILE "$DATA_DIR/train.csv" \
-    DATA.VAL_FILE "$DATA_DIR/val.csv" DATA.LABEL_LIST "$DATA_DIR/labels.csv" DATA.DATASET "$(basename "$DATA_DIR")" "$@"
+    DATA.VAL_FILE "$DATA_DIR/val.csv" DATA.TEST_FILE "$TEST_LIST" DATA.LABEL_LIST "$DATA_DIR/labels.csv" DATA.DATASET "$(basename "$DATA_DIR")" "$@"

@@ -1,4 +1,7 @@
 """python -m datasets.check: unreadable and short videos found, summary printed, exit status, clean list."""
+import os
+import shutil
+
 import pytest
 
 from datasets import check
@@ -62,3 +65,47 @@ def test_a_decoder_that_kills_its_process_is_reported(video_dir, monkeypatch):  
     results = check.scan(paths, 'pyav', check.FrameSampler(4, 1), workers=2, progress=False)
     assert [r['ok'] for r in results] == [True, False, True]
     assert results[1]['reason'] == 'the decoder crashed the process'
+
+
+def prepared_folder(video_dir, tmp_path):
+    """The readable videos of ``video_dir`` as a folder of class subfolders, prepared into ``tmp_path/data``."""
+    from datasets.prepare.folder import main as prepare_folder
+    root, good, _ = video_dir
+    own = tmp_path / 'own videos'
+    for name, label in good:
+        (own / f'class {label}').mkdir(parents=True, exist_ok=True)
+        shutil.copy(root / name, own / f'class {label}' / name)
+    assert prepare_folder(['--videos', str(own), '--out', str(tmp_path / 'data')]) == 0
+    return own, tmp_path / 'data'
+
+
+def test_check_and_the_loader_use_the_root_of_a_prepared_list(video_dir, tmp_path, capsys, monkeypatch):  # noqa: F811
+    from datasets import build_dataset
+    from engine.preflight import run_file_problems
+    own, data = prepared_folder(video_dir, tmp_path)
+    monkeypatch.chdir(tmp_path / 'data')      # the lists' paths are relative to the videos, not to here
+    config = make_config(own, [], tmp_path, **{'DATA.ROOT': '', 'DATA.TRAIN_FILE': str(data / 'train.csv'),
+                                               'DATA.VAL_FILE': str(data / 'val.csv'), 'DATA.TEST_FILE': '',
+                                               'DATA.LABEL_LIST': str(data / 'labels.csv')})
+    capsys.readouterr()
+    status, out = run_check(config, tmp_path, capsys, '--workers', '1')
+    assert status == 0 and 'unreadable: 0' in out, out
+    assert f"under {own} (the root recorded in {data / 'manifest.json'}; DATA.ROOT is '')" in out
+    # main.py: the start-up check finds the videos, the loader reads them there
+    assert not [p for p in run_file_problems(config) if p], run_file_problems(config)
+    dataset = build_dataset(config, 'val')
+    assert all(os.path.isfile(path) and path.startswith(str(own)) for path, _ in dataset.samples)
+
+
+def test_videos_not_found_under_a_relative_root_name_it(video_dir, tmp_path, capsys, monkeypatch):  # noqa: F811
+    from datasets import build_dataset
+    root, good, _ = video_dir
+    monkeypatch.chdir(tmp_path)
+    config = make_config('elsewhere', good[:2], tmp_path)
+    status, out = run_check(config, tmp_path, capsys, '--workers', '1')
+    assert status == 4
+    assert f"2 of 2 videos not found under DATA.ROOT 'elsewhere', relative to the working directory {tmp_path}: " \
+           f"set --opts DATA.ROOT" in out, out
+    item = build_dataset(config, 'val')[0]
+    assert item['unreadable'][2] == f"file not found under DATA.ROOT 'elsewhere', relative to the working " \
+                                    f"directory {tmp_path}"

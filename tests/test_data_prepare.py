@@ -3,6 +3,7 @@
 Videos are empty stand-in files: prepare only needs them to exist (decoding is datasets.check's job).
 """
 import csv
+import errno
 import hashlib
 import json
 import os
@@ -453,8 +454,10 @@ def split_of(out):
 
 
 def test_folder_stratified_split_labels_notes_and_manifest(own_videos, tmp_path, capsys):
+    # without a test split (--test-fraction 0): train and val only
     out = tmp_path / 'own'
-    status, stdout, err = run(capsys, 'folder', '--videos', own_videos, '--out', out, '--val-fraction', '0.25')
+    no_test = ['--val-fraction', '0.25', '--test-fraction', '0']
+    status, stdout, err = run(capsys, 'folder', '--videos', own_videos, '--out', out, *no_test)
     assert status == 0, err
     # ids in sorted name order; names with commas and spaces survive the label list
     assert read_label_list(str(out / 'labels.csv')) == sorted(FOLDER_CLASSES)
@@ -480,10 +483,10 @@ def test_folder_stratified_split_labels_notes_and_manifest(own_videos, tmp_path,
     check = check_list(str(out / 'val.csv'), label_list=str(out / 'labels.csv'))
     assert check.status == 'match' and check.labels_match is True
     # deterministic for a seed (a second run writes nothing), another seed picks other videos
-    assert run(capsys, 'folder', '--videos', own_videos, '--out', out, '--val-fraction', '0.25')[1].strip() \
+    assert run(capsys, 'folder', '--videos', own_videos, '--out', out, *no_test)[1].strip() \
         .endswith('already up to date, nothing written')
     other = tmp_path / 'other'
-    assert run(capsys, 'folder', '--videos', own_videos, '--out', other, '--val-fraction', '0.25',
+    assert run(capsys, 'folder', '--videos', own_videos, '--out', other, *no_test,
                '--seed', '3')[0] == 0
     assert split_of(other) != splits and read_label_list(str(other / 'labels.csv')) == sorted(FOLDER_CLASSES)
 
@@ -536,3 +539,167 @@ def test_folder_errors_name_the_problem_and_write_nothing(tmp_path, capsys, case
     status, _, err = run(capsys, 'folder', '--videos', videos, '--out', tmp_path / 'out', *args)
     assert status == 2 and expected in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / 'out').exists()
+
+
+def folder_with_links(tmp_path, case):
+    """A folder of class subfolders holding the symbolic (or hard) links of ``case``."""
+    videos = tmp_path / 'videos'
+    touch(videos, *[f'{c}/{i}.mp4' for c in 'ab' for i in range(3)], 'a/sub/deep.mp4')
+    if case == 'same folder twice':
+        (videos / 'a' / 'again').symlink_to('sub')               # a/again/deep.mp4 is a/sub/deep.mp4
+        (videos / 'a' / 'link.mp4').symlink_to('0.mp4')
+    elif case == 'parent link':
+        (videos / 'a' / 'up').symlink_to('..')                   # a/up/b/... would list b's videos in a, endlessly
+    elif case == 'two parent links':                              # each walk through one multiplies the other
+        (videos / 'a' / 'up').symlink_to('..')
+        (videos / 'b' / 'up').symlink_to('..')
+    elif case == 'link into another class':
+        (videos / 'b' / 'borrowed.mp4').symlink_to('../a/1.mp4')
+    elif case == 'hard link into another class':
+        os.link(videos / 'a' / '1.mp4', videos / 'b' / 'borrowed.mp4')
+    elif case == 'class folder linked twice':
+        (videos / 'c').symlink_to('a')
+    return videos
+
+
+def test_folder_lists_a_video_reached_through_links_once(tmp_path, capsys):
+    videos = folder_with_links(tmp_path, 'same folder twice')
+    out = tmp_path / 'out'
+    status, _, err = run(capsys, 'folder', '--videos', videos, '--out', out, '--test-fraction', '0')
+    assert status == 0, err
+    rows = [p for split in split_of(out).values() for p, _ in split]
+    assert sorted(rows) == sorted(['a/0.mp4', 'a/1.mp4', 'a/2.mp4', 'a/again/deep.mp4', 'b/0.mp4', 'b/1.mp4',
+                                   'b/2.mp4']), rows        # a/sub/deep.mp4 and a/link.mp4 are the same files
+    assert len({os.path.realpath(videos / p) for p in rows}) == len(rows)
+
+
+@pytest.mark.parametrize('case', ['parent link', 'two parent links', 'link into another class',
+                                  'hard link into another class', 'class folder linked twice', 'across splits'])
+def test_folder_link_loops_and_one_video_in_two_places_are_refused(tmp_path, capsys, case):
+    if case == 'across splits':
+        videos = tmp_path / 'videos'
+        touch(videos, 'train/jump/a.mp4', 'train/jump/b.mp4', 'val/jump/c.mp4')
+        (videos / 'val' / 'jump' / 'd.mp4').symlink_to('../../train/jump/a.mp4')
+        expected = [f"{videos}/train/jump/a.mp4 and {videos}/val/jump/d.mp4 are the same video file",
+                    "in train (class 'jump') and val (class 'jump')"]
+    else:
+        videos = folder_with_links(tmp_path, case)
+        expected = {
+            'parent link': [f"{videos}/a/up: symbolic link to '..' leads back to {videos}", 'a loop'],
+            'two parent links': [f"{videos}/a/up: symbolic link to '..' leads back to {videos}", 'a loop'],
+            'link into another class': [f"{videos}/a/1.mp4 and {videos}/b/borrowed.mp4 are the same video file",
+                                        "in class 'a' and class 'b'"],
+            'hard link into another class': [f"{videos}/a/1.mp4 and {videos}/b/borrowed.mp4 are the same video",
+                                             "in class 'a' and class 'b'"],
+            'class folder linked twice': [f"{videos}/a/0.mp4 and {videos}/c/0.mp4 are the same video file",
+                                          "in class 'a' and class 'c'"],
+        }[case]
+    status, _, err = run(capsys, 'folder', '--videos', videos, '--out', tmp_path / 'out')
+    assert status == 2 and len(err.strip().splitlines()) == 1, err
+    assert all(part in err for part in expected), err
+    assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('bad, named, code', [
+    ('class\nname/0.mp4', 'class\\nname: the folder name', 'U+000A (a newline)'),
+    ('a/clip\n0.mp4', 'a/clip\\n0.mp4: the file name', 'U+000A (a newline)'),
+    ('a/tab\there/0.mp4', 'a/tab\\there/0.mp4: the file name', 'U+0009 (a tab)'),
+    ('a/x\u2028y.mp4', 'a/x\\u2028y.mp4: the file name', 'U+2028 (line separator)'),
+    ('a/cr\r.mp4', 'a/cr\\r.mp4: the file name', 'U+000D (a carriage return)')])
+def test_folder_names_with_control_characters_are_refused_in_one_line(tmp_path, capsys, bad, named, code):
+    videos = tmp_path / 'videos'
+    touch(videos, 'a/1.mp4', 'a/2.mp4', 'a/3.mp4', 'b/1.mp4', 'b/2.mp4', 'b/3.mp4', bad)
+    status, _, err = run(capsys, 'folder', '--videos', videos, '--out', tmp_path / 'out')
+    assert status == 2 and len(err.splitlines()) == 1, err
+    assert f"error: {videos}/{named} holds the control character {code}" in err and 'rename it' in err, err
+    assert not (tmp_path / 'out').exists()
+
+
+def test_folder_names_starting_with_hash_or_space_survive_the_list(tmp_path, capsys):
+    videos = tmp_path / 'videos'
+    touch(videos, *[f'{c}/{i}.mp4' for c in ('#1 best', ' padded') for i in range(3)])
+    out = tmp_path / 'out'
+    assert run(capsys, 'folder', '--videos', videos, '--out', out)[0] == 0
+    rows = [p for s in ('train', 'val', 'test') for p, _ in read_annotations(str(out / f'{s}.csv'),
+                                                                             root=str(videos))]
+    assert len(rows) == 6 and all(os.path.isfile(p) for p in rows)
+
+
+def test_folder_holds_out_a_stratified_test_split(own_videos, tmp_path, capsys):
+    out, val_only = tmp_path / 'own', tmp_path / 'val_only'
+    status, stdout, err = run(capsys, 'folder', '--videos', own_videos, '--out', out, '--val-fraction', '0.25',
+                              '--test-fraction', '0.25')
+    assert status == 0, err
+    names = read_label_list(str(out / 'labels.csv'))
+    splits = {s: sorted((p, names[c]) for p, c in read_annotations(str(out / f'{s}.csv')))
+              for s in ('train', 'val', 'test')}
+    count = {s: {n: sum(1 for _, c in rows if c == n) for n in FOLDER_CLASSES} for s, rows in splits.items()}
+    # 5 videos: 1 val, 1 test, 3 train; 2 videos (Nod): train and val, no test; 1 (sneeze): train only
+    assert count['test'] == {'waving, both hands': 1, 'high five': 1, 'Nod': 0, 'sneeze': 0}
+    assert count['val'] == {'waving, both hands': 1, 'high five': 1, 'Nod': 1, 'sneeze': 0}
+    assert count['train'] == {'waving, both hands': 3, 'high five': 3, 'Nod': 1, 'sneeze': 1}
+    everything = splits['train'] + splits['val'] + splits['test']
+    assert len(set(everything)) == len(everything) == 13
+    assert "too few for train, val and test (not in test): 'Nod'" in stdout and 'test: 2 videos, 2 classes' in stdout
+    manifest = json.loads((out / 'manifest.json').read_text())
+    assert manifest['test_fraction'] == 0.25 and manifest['splits']['test']['videos'] == 2
+    assert check_list(str(out / 'test.csv')).status == 'match'
+    # val is the same videos with or without a test split: the test videos come out of train
+    assert run(capsys, 'folder', '--videos', own_videos, '--out', val_only, '--val-fraction', '0.25',
+               '--test-fraction', '0')[0] == 0
+    assert split_of(val_only)['val'] == splits['val'] and not (val_only / 'test.csv').exists()
+    assert 'test' not in json.loads((val_only / 'manifest.json').read_text())['splits']
+
+
+def test_folder_test_folder_and_test_split_errors(tmp_path, capsys):
+    videos = tmp_path / 'videos'
+    touch(videos, 'train/jump/a.mp4', 'val/jump/b.mp4', 'test/jump/c.mp4')
+    assert run(capsys, 'folder', '--videos', videos, '--out', tmp_path / 'out')[0] == 0
+    assert [p for p, _ in read_annotations(str(tmp_path / 'out' / 'test.csv'))] == ['test/jump/c.mp4']
+    pairs = tmp_path / 'pairs'
+    touch(pairs, 'a/1.mp4', 'a/2.mp4', 'b/1.mp4', 'b/2.mp4')
+    for args, expected in ((['--test-fraction', '0.9'], '--test-fraction 0.9: expected a number from 0'),
+                           ([], "split 'test' has no videos (each class needs at least 3 videos for a test split); "
+                                "pass --test-fraction 0 for none")):
+        status, _, err = run(capsys, 'folder', '--videos', pairs, '--out', tmp_path / 'none', *args)
+        assert status == 2 and expected in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / 'none').exists()
+
+
+@pytest.mark.parametrize('case', ['under a file', 'read-only', 'disk full'])
+def test_folder_output_that_cannot_be_written_is_one_line_and_keeps_the_old_lists(own_videos, tmp_path, capsys,
+                                                                                  monkeypatch, case):
+    out = tmp_path / 'own'
+    assert run(capsys, 'folder', '--videos', own_videos, '--out', out, '--seed', '1')[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    target = out
+    if case == 'under a file':
+        target = out / 'labels.csv' / 'sub'
+        expected = 'a part of the path is a file, not a folder'
+    else:
+        # root ignores permission bits: the kernel's answer for a read-only mount or a full disk, simulated
+        code, expected = ((errno.EROFS, 'the file system is read-only') if case == 'read-only'
+                          else (errno.ENOSPC, 'the disk is full'))
+        real_fsync, calls = os.fsync, []
+
+        def failing_fsync(fd):
+            calls.append(fd)
+            if len(calls) == 2:   # the second list: the first one is already written
+                raise OSError(code, os.strerror(code))
+            real_fsync(fd)
+        monkeypatch.setattr(os, 'fsync', failing_fsync)
+    status, _, err = run(capsys, 'folder', '--videos', own_videos, '--out', target, '--seed', '2', '--overwrite')
+    monkeypatch.undo()
+    assert status == 2 and len(err.splitlines()) == 1 and expected in err and 'nothing was written' in err, err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before    # no new list beside old ones, no temp file
+
+
+def test_folder_overwritten_without_a_test_split_removes_the_old_test_list(own_videos, tmp_path, capsys):
+    out = tmp_path / 'own'
+    assert run(capsys, 'folder', '--videos', own_videos, '--out', out)[0] == 0 and (out / 'test.csv').is_file()
+    status, _, err = run(capsys, 'folder', '--videos', own_videos, '--out', out, '--test-fraction', '0')
+    assert status == 2 and 'pass --overwrite' in err and (out / 'test.csv').is_file()   # refused, kept
+    assert run(capsys, 'folder', '--videos', own_videos, '--out', out, '--test-fraction', '0', '--overwrite')[0] == 0
+    # a test.csv left behind would name videos that are now in train to a config still pointing at it
+    assert not (out / 'test.csv').exists() and sorted(p.name for p in out.iterdir()) == \
+        ['labels.csv', 'manifest.json', 'train.csv', 'val.csv']

@@ -90,6 +90,10 @@ def test_finetune_script_from_a_prepared_folder_with_a_new_head(tmp_path):
     assert len(run_dir) == 1
     saved = torch.load(os.path.join(run_dir[0], 'last.pth'), map_location='cpu', weights_only=False)
     assert saved['model']['head.weight'].shape[0] == 2
+    # best.pth is chosen on val.csv; the final test is pointed at the held-out test.csv prepare wrote
+    import yaml
+    with open(os.path.join(run_dir[0], 'config.yaml')) as f:
+        assert yaml.safe_load(f)['DATA']['TEST_FILE'] == str(data / 'test.csv') and (data / 'test.csv').is_file()
 FAKE_PYTHON = r"""#!/usr/bin/env bash
 # stands in for python: -c (the GPU count) answers as torch does, from CUDA_VISIBLE_DEVICES on an 8-GPU node;
 # anything else (the launch itself) is recorded

@@ -3,6 +3,7 @@ import csv
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -195,3 +196,44 @@ def test_timeline_prints_writes_csv_and_png(setup, tmp_path, capsys):
     assert image.mode == 'RGB' and image.width == 960 and 80 < image.height < 300
     saved = json.loads(report.read_text())
     assert len(saved['timelines'][0]['windows']) == 10 and saved['unreadable'][0]['video'].endswith('broken.mp4')
+
+
+@pytest.mark.parametrize('case', ['under a file', 'read-only', 'disk full while writing'])
+def test_an_output_folder_that_cannot_take_the_features_is_one_line(setup, tmp_path, capsys, monkeypatch, case):
+    import errno
+    out = tmp_path / 'features'
+    argv = ['--resume', setup['ckpt'], str(setup['videos'] / 'short.mp4'), str(setup['videos'] / 'ten.mp4'),
+            '--workers', '0', '--device', 'cpu', '--stride', '5']
+    if case == 'under a file':
+        (tmp_path / 'file').write_text('x')
+        out = tmp_path / 'file' / 'features'
+        expected = 'a part of the path is a file, not a folder: choose another path (writing the features to --out'
+    else:
+        # root ignores permission bits: the kernel's answer for a read-only mount or a full disk, simulated
+        code = errno.EROFS if case == 'read-only' else errno.ENOSPC
+        expected = ('the file system is read-only: choose a writable folder (writing the features to --out'
+                    if case == 'read-only' else 'the disk is full (no space left on the device): free space or '
+                    'choose a folder on another disk (writing the features to --out')
+        real_fsync, calls = os.fsync, []
+        if case == 'read-only':
+            import tempfile
+
+            def refused(*args, **kwargs):   # what creating the first file in a read-only folder gives
+                raise OSError(code, os.strerror(code), str(out / '.write-check'))
+            monkeypatch.setattr(tempfile, 'NamedTemporaryFile', refused)
+        else:
+            def fsync_failing_on_the_third(fd):   # short.npy, short.json, then ten.npy: the disk is full
+                if stat.S_ISREG(os.fstat(fd).st_mode):   # files, not the folder fsynced after each rename
+                    calls.append(fd)
+                if len(calls) == 3:
+                    raise OSError(code, os.strerror(code))
+                real_fsync(fd)
+            monkeypatch.setattr(os, 'fsync', fsync_failing_on_the_third)
+    rc = extract_features.main([*argv, '--out', str(out)])
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if 'Traceback' in line or line.startswith('error:')]
+    assert rc == 2 and len(errors) == 1 and expected in errors[0], err
+    if case == 'disk full while writing':
+        assert '1 video(s) finished before are kept' in errors[0]
+        assert sorted(p.name for p in out.iterdir()) == ['short.json', 'short.npy']   # no partial ten.*, no temp

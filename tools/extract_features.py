@@ -21,6 +21,9 @@ A progress line with ETA goes to stderr. Under ``torchrun`` each process takes e
 (no communication; each rank uses ``cuda:LOCAL_RANK``). An unreadable video is reported on one line, listed
 in ``DIR/unreadable[.rank<r>].txt``, and the others go on; the exit status is then 4 (2 when the only
 problem is results of other settings in the way). Bad arguments and a checkpoint that does not fit the config: one line, exit status 2.
+An ``--out`` that cannot be written (read-only, under a file) is found before any video is read, and a
+disk that fills up while the features are written stops the run; both are one line, exit status 2: the
+videos finished until then are kept, the one being written is left out and the same command goes on.
 
 New (the original had no feature extraction).
 """
@@ -81,6 +84,33 @@ def write_result(out: str, video: W.VideoWindows, features: np.ndarray, record: 
     atomic_write_text(os.path.join(out, stem + '.json'), json.dumps(meta, indent=1) + '\n')
 
 
+class OutputError(Exception):
+    """Writing the results into ``--out`` failed (an ``OSError``: disk full, read-only ...)."""
+
+    def __init__(self, err: OSError):
+        super().__init__(str(err))
+        self.err = err
+
+
+def check_output_folder(out: str) -> None:
+    """Create ``out`` and write (then remove) a file in it, so that a folder that cannot take the results
+    is reported before the model runs; raises the ``OSError``."""
+    import tempfile
+
+    os.makedirs(out, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=out, prefix='.write-check.'):
+        pass
+
+
+def _output_error_line(err: OSError, out: str, finished: Optional[int] = None) -> str:
+    """``error: <path>: <reason> (...)``; ``finished``: videos done when a run stops part-way."""
+    from utils.os_errors import write_error_reason
+
+    then = '' if finished is None else (f"; {finished} video(s) finished before are kept, run the same command "
+                                        f"again to go on")
+    return f"error: {err.filename or out}: {write_error_reason(err)} (writing the features to --out {out}{then})"
+
+
 def shard(paths: Sequence[str], rank: int, world_size: int) -> List[str]:
     return list(paths[rank::world_size])
 
@@ -139,10 +169,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (OSError, ValueError, RuntimeError, ConfigError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    try:
+        check_output_folder(args.out)
+    except OSError as err:   # read-only, no permission, a parent that is a file: nothing was extracted yet
+        print(_output_error_line(err, args.out), file=sys.stderr)
+        return _common.EXIT_USER_ERROR
 
     record = settings_record(settings, args.resume, args.precision, model.num_features)
     mine = shard(paths, rank, world)
-    os.makedirs(args.out, exist_ok=True)
     todo, skipped, unreadable, conflicts = [], 0, [], 0
     for path in mine:
         state = finished(args.out, W.output_stem(path), record)
@@ -164,24 +198,36 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     written = []
 
     def on_video(video, features):
-        write_result(args.out, video, features, record)
+        try:
+            write_result(args.out, video, features, record)
+        except OSError as err:   # disk full mid-run: raised out of run_windows, which stops the decoding workers
+            raise OutputError(err) from err
         written.append(video.path)
 
     def on_error(video, reason):
         unreadable.append((video.path, reason))
 
     bar = ProgressBar(total, desc='windows', enabled=rank == 0)
-    W.run_windows(model, planned, settings, args.batch, args.workers, PRECISIONS[args.precision], True,
-                  on_video, on_error, progress=bar)
+    try:
+        W.run_windows(model, planned, settings, args.batch, args.workers, PRECISIONS[args.precision], True,
+                      on_video, on_error, progress=bar)
+    except OutputError as failure:
+        bar.close()
+        print(_output_error_line(failure.err, args.out, skipped + len(written)), file=sys.stderr)
+        return _common.EXIT_USER_ERROR
     bar.close()
     for path, reason in unreadable:
         print(f"error: {path}: {reason}", file=sys.stderr)
     listing = os.path.join(args.out, 'unreadable.txt' if world == 1 else f'unreadable.rank{rank}.txt')
-    if unreadable:
-        from utils.fs import atomic_write_text
-        atomic_write_text(listing, ''.join(f"{p}\t{r}\n" for p, r in unreadable))
-    elif os.path.isfile(listing):   # a previous run's list: this run read every video
-        os.remove(listing)
+    try:
+        if unreadable:
+            from utils.fs import atomic_write_text
+            atomic_write_text(listing, ''.join(f"{p}\t{r}\n" for p, r in unreadable))
+        elif os.path.isfile(listing):   # a previous run's list: this run read every video
+            os.remove(listing)
+    except OSError as err:
+        print(_output_error_line(err, args.out, skipped + len(written)), file=sys.stderr)
+        return _common.EXIT_USER_ERROR
     print(f"wrote features of {len(written)} videos to {args.out} in {format_duration(time.time() - bar.start)}"
           f" ({model.num_features} values per window)", flush=True)
     if len(unreadable) > conflicts:

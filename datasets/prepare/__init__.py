@@ -5,7 +5,7 @@ Usage::
     python -m datasets.prepare DATASET --annotations PATH --videos DIR [--out data/DATASET]
         [--labels FILE] [--root DIR] [--overwrite]
 
-    python -m datasets.prepare folder --videos DIR --out OUT [--val-fraction 0.2] [--seed 0]
+    python -m datasets.prepare folder --videos DIR --out OUT [--val-fraction 0.2] [--test-fraction 0.1] [--seed 0]
 
 DATASET is ``kinetics400``, ``kinetics600``, ``ssv2``, ``diving48`` or ``activitynet``. The official
 annotation files are read as distributed (``sources``), class names become ids through the published list
@@ -17,7 +17,8 @@ wrong and nothing written, for unknown class names, a split with no video found,
 in two splits, malformed annotation files, or an output folder holding other lists (``--overwrite``).
 
 ``folder`` makes a dataset of your own videos from a folder of class subfolders (``folder``: class ids
-in sorted name order, ``labels.csv``, a stratified split or the ``train/`` and ``val/`` folders given).
+in sorted name order, ``labels.csv``, a stratified train/val/test split or the ``train/``, ``val/`` (and
+``test/``) folders given).
 
 ``check_list(path)`` / ``describe_list(path)`` (``manifest``) describe an annotation file for the log of
 ``main.py`` and compare it with the manifest beside it.

@@ -6,6 +6,8 @@ import os
 import sys
 from typing import List, Optional
 
+from utils.os_errors import write_error_reason
+
 from .build import DATASETS, prepare, summary_lines
 from .outputs import render, write_outputs
 from .sources import PrepareError
@@ -50,8 +52,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # e.g. --out read-only, on a full disk, or under a file: one line, no traceback
-        print(f"error: {err.filename or out}: {err.strerror or err} (writing the lists to --out {out})",
-              file=sys.stderr)
+        print(f"error: {err.filename or out}: {write_error_reason(err)} (writing the lists to --out {out}; "
+              f"nothing was written)", file=sys.stderr)
         return 2
     if written:
         lists = ', '.join(f"{s.file} ({len(s.rows)} videos)" for s in prepared.splits)

@@ -13,9 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
-from ..annotations import AnnotationError, parse_annotation_lines
-
-MANIFEST_NAME = 'manifest.json'
+from ..annotations import MANIFEST_NAME, AnnotationError, parse_annotation_lines
 
 
 def sha256_of_file(path: str) -> str:
