@@ -178,7 +178,7 @@ def format_prediction(pred: dict) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+    parser = argparse.ArgumentParser(prog='python -m tools.predict', description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('videos', nargs='+', metavar='VIDEO', help='video files or folders of videos')
     parser.add_argument('--topk', type=int, default=5, help='classes to show per video (default 5)')

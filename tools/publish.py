@@ -133,7 +133,7 @@ def publish(ckpt: str, out: str, use_ema: bool = False, labels: Optional[str] = 
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(prog='python -m tools.publish', description=__doc__.split('\n\n')[0])
     parser.add_argument('checkpoint', help='training checkpoint (this project or the original code)')
     parser.add_argument('out', help="release file name, e.g. video-focalnet_base_k400.pth (the hash is added)")
     parser.add_argument('--use-ema', action='store_true', help='publish the EMA weights instead of the model')

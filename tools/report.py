@@ -402,7 +402,7 @@ def make_report(predictions_csv: str, out_dir: str, labels_csv: Optional[str] = 
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+    parser = argparse.ArgumentParser(prog='python -m tools.report', description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('output', help='evaluation output folder (holds predictions.csv) or the csv file')
     parser.add_argument('--labels', default=None, help="class-name list ('id,name' csv); default: names "

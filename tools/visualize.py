@@ -125,7 +125,7 @@ def visualize(model: torch.nn.Module, clip: torch.Tensor, stage: int = -1, block
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+    parser = argparse.ArgumentParser(prog='python -m tools.visualize', description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('video', help='video file')
     parser.add_argument('--out', required=True, help='folder for the PNG and GIF')
