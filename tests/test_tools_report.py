@@ -242,3 +242,23 @@ def test_few_videos_of_many_classes_show_only_the_classes_involved(tmp_path):
             if cm[c, d]:
                 x, y = layout.cell_centre(i, j)
                 assert tuple(img[int(y) + 6, int(x) + 8]) != (255, 255, 255)
+
+
+def test_report_of_a_final_test_leaves_the_training_run_files_alone(synthetic, capsys):
+    """The final test's predictions.csv sits among a training run's files: the report goes into RUN/report/ and
+    the run folder's own files are unchanged; an evaluation folder gets its report next to its predictions."""
+    run, _ = synthetic
+    for name in ('best.pth', 'config.yaml', 'log_rank0.txt', 'eval_results.json'):
+        (run / name).write_text(name)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    assert report.main([str(run), '--top', '1']) == 0
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    assert sorted(os.listdir(run / 'report')) == ['confused_pairs.csv', 'confusion_matrix.png',
+                                                  'per_class_accuracy.csv']
+    assert f"wrote {run / 'report' / 'confusion_matrix.png'}" in capsys.readouterr().out
+    evaluation = run / 'eval' / 'best_4x3'
+    evaluation.mkdir(parents=True)
+    os.replace(run / 'predictions.csv', evaluation / 'predictions.csv')
+    (evaluation / 'config.yaml').write_text('')
+    assert report.main([str(evaluation)]) == 0
+    assert (evaluation / 'per_class_accuracy.csv').is_file()

@@ -4,7 +4,8 @@
 
 ``OUTPUT`` is the output folder of an evaluation (it holds ``predictions.csv``, written by
 ``main.py --eval`` or by the final test after training) or a predictions csv itself. Writes,
-next to it (or into ``--out``):
+next to it (or into ``--out``; for the final test in a training run's folder, into its ``report/``
+subfolder, so that the run's own files stay as training wrote them):
 
 * ``per_class_accuracy.csv``: one row per class, sorted by top-1 accuracy, worst first;
 * ``confused_pairs.csv``: (true class, predicted class) pairs sorted by count, most frequent first;
@@ -401,6 +402,21 @@ def make_report(predictions_csv: str, out_dir: str, labels_csv: Optional[str] = 
                 worst=[(c, acc['top1'][c], int(acc['videos'][c])) for c in ranked[:top]])
 
 
+# files only a training run's folder holds (an evaluation's folder has config.yaml and a log too)
+_TRAINING_RUN_FILES = ('best.pth', 'last.pth', 'metrics.jsonl')
+
+
+def default_out_dir(predictions_csv: str) -> str:
+    """Where the report goes without ``--out``: next to the predictions it reads, that is into the folder of an
+    evaluation (``<run>/eval/<checkpoint>_<views>/``); for the final test of a training run, whose
+    predictions sit among the run's own files, into ``<run>/report/``, so the run folder keeps only what
+    training wrote."""
+    folder = os.path.dirname(os.path.abspath(predictions_csv))
+    if any(os.path.exists(os.path.join(folder, name)) for name in _TRAINING_RUN_FILES):
+        return os.path.join(folder, 'report')
+    return folder
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m tools.report', description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -410,14 +426,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--top', type=int, default=20, help='confused pairs to print and label (default 20)')
     parser.add_argument('--order', default='cluster', choices=('cluster', 'accuracy', 'id'),
                         help='class order of the confusion matrix (default cluster)')
-    parser.add_argument('--out', default=None, help='folder for the report files (default: next to the csv)')
+    parser.add_argument('--out', default=None, help='folder for the report files (default: next to the csv; RUN/report/ for the '
+                                                    'final test of a training run)')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(message)s')
 
     csv_path = args.output
     if os.path.isdir(csv_path):
         csv_path = os.path.join(csv_path, PREDICTIONS_FILE)
-    out_dir = args.out or os.path.dirname(os.path.abspath(csv_path))
+    out_dir = args.out or default_out_dir(csv_path)
     try:
         summary = make_report(csv_path, out_dir, args.labels, args.top, args.order)
     except (OSError, ValueError) as e:
