@@ -138,6 +138,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     _common.add_model_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
+    # an unreadable video is this tool's one error line below, not also the evaluation's warning about it
+    logging.getLogger('datasets.video_dataset').setLevel(logging.ERROR)
 
     from engine.checkpoint import load_checkpoint_file
     from engine.config import ConfigError
