@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check (see benchmarks/gpu_check.py and docs/gpu.md): one table, also written as JSON.
 #
-#   benchmarks/gpu_check.sh [--out DIR] [--budget S] [--only a,b] [--skip a,b]   # one GPU, about 9 minutes
+#   benchmarks/gpu_check.sh [--out DIR] [--budget S] [--only a,b] [--skip a,b]   # one GPU, about 10 minutes
 #   benchmarks/gpu_check.sh --quick [--out DIR]                                  # CPU smoke run (CI)
 #   benchmarks/gpu_check.sh --fetch-wheels                                       # where PyPI is reachable
 #
