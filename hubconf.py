@@ -26,42 +26,12 @@ import inspect
 import logging
 from typing import Any, Dict, Mapping, Optional
 
-from models.architectures import ARCHITECTURES, describe
+from models.architectures import ARCHITECTURES, describe as _describe
+from models.sizes import shape_architecture as _shape_architecture
 
 dependencies = ['torch', 'timm', 'yacs']
 
 _logger = logging.getLogger(__name__)
-
-
-def _shape_architecture(state: Mapping[str, Any]) -> Dict[str, Any]:
-    """The constructor arguments that the state dict's tensor shapes determine (those it holds)."""
-    arch: Dict[str, Any] = {}
-    stem = state.get('patch_embed.proj.weight')
-    if stem is not None and stem.dim() in (4, 5):
-        arch.update(embed_dim=int(stem.shape[0]), in_chans=int(stem.shape[1]))
-        if stem.dim() == 5:  # (C, 3, tubelet, p, p)
-            arch['tubelet_size'] = int(stem.shape[2])
-    blocks: Dict[int, set] = {}
-    levels: Dict[int, set] = {}
-    for key in state:
-        parts = key.split('.')
-        if len(parts) > 4 and parts[0] == 'layers' and parts[2] == 'blocks' and parts[1].isdigit():
-            stage, block = int(parts[1]), int(parts[3])
-            blocks.setdefault(stage, set()).add(block)
-            # layers.S.blocks.0.modulation.focal_layers.L.0.weight: one conv per focal level
-            if block == 0 and parts[4:6] == ['modulation', 'focal_layers'] and len(parts) > 6:
-                levels.setdefault(stage, set()).add(int(parts[6]))
-    if blocks and sorted(blocks) == list(range(len(blocks))):
-        arch['depths'] = [len(blocks[s]) for s in sorted(blocks)]
-        if len(levels) == len(blocks):
-            arch['focal_levels'] = [len(levels[s]) for s in sorted(levels)]
-    fc1 = state.get('layers.0.blocks.0.mlp.fc1.weight')
-    if fc1 is not None and 'embed_dim' in arch:
-        arch['mlp_ratio'] = fc1.shape[0] / arch['embed_dim']
-    head = state.get('head.weight')
-    if head is not None and head.dim() == 2:
-        arch['num_classes'] = int(head.shape[0])
-    return arch
 
 
 def _config_architecture(text: Optional[str], source: str) -> Dict[str, Any]:
@@ -84,7 +54,7 @@ def _config_architecture(text: Optional[str], source: str) -> Dict[str, Any]:
     return arch
 
 
-def checkpoint_architecture(checkpoint: Mapping[str, Any], state: Mapping[str, Any], source: str) -> Dict[str, Any]:
+def _checkpoint_architecture(checkpoint: Mapping[str, Any], state: Mapping[str, Any], source: str) -> Dict[str, Any]:
     """``VideoFocalNet`` arguments for a checkpoint: its stored config, overridden by what the tensor shapes
     say (the original stored configs whose ``EMBED_DIM``/``DEPTHS`` its code ignored, so the shapes win)."""
     from tools._common import config_text
@@ -94,6 +64,25 @@ def checkpoint_architecture(checkpoint: Mapping[str, Any], state: Mapping[str, A
 def _arguments(name: str, checkpoint: str, given: Mapping[str, Any]) -> str:
     """``video_focalnet_tiny(checkpoint='x.pth', num_classes=7)``: the call as the user wrote it."""
     return f"{name}(" + ', '.join(f'{k}={v!r}' for k, v in {'checkpoint': checkpoint, **given}.items()) + ')'
+
+
+def _new_head_call(size: str, checkpoint: str, num_classes: int, arch: Mapping[str, Any]) -> str:
+    """The timm call that builds the checkpoint's model with a new ``num_classes`` head and loads the rest: the
+    entry's published size is timm's default, so every argument in which the checkpoint differs from it is
+    spelled out (a toy-sized or 16-frame file would not fit the default)."""
+    from models import VideoFocalNet
+    defaults = {name: p.default for name, p in inspect.signature(VideoFocalNet.__init__).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    defaults.update(ARCHITECTURES[size])
+
+    def plain(value):
+        return list(value) if isinstance(value, (list, tuple)) else value
+
+    differing = {k: plain(v) for k, v in arch.items()
+                 if k in defaults and k != 'num_classes' and plain(v) != plain(defaults[k])}
+    arguments = ''.join(f', {k}={v!r}' for k, v in differing.items())
+    return (f"import timm, models; timm.create_model('video_focalnet_{size}', pretrained=True, "
+            f"num_classes={num_classes}{arguments}, pretrained_cfg_overlay=dict(file={checkpoint!r}))")
 
 
 def _create(size: str, checkpoint: Optional[str], num_classes: Optional[int], **kwargs):
@@ -112,17 +101,17 @@ def _create(size: str, checkpoint: Optional[str], num_classes: Optional[int], **
     call = _arguments(name, checkpoint, given)
     loaded = load_checkpoint_file(checkpoint)
     state = extract_state_dict(loaded, 'model', checkpoint)
-    stored = checkpoint_architecture(loaded, state, checkpoint)
+    stored = _checkpoint_architecture(loaded, state, checkpoint)
     head = stored.get('num_classes')
     if num_classes is not None and head is not None and num_classes != head:
         raise CheckpointError(
             f"{call}: the checkpoint's head has {head} classes; leave num_classes out (it is read from the "
-            f"checkpoint), or for a new {num_classes}-class head to fine-tune use timm.create_model('{name}', "
-            f"pretrained=True, num_classes={num_classes}, pretrained_cfg_overlay=dict(file={checkpoint!r}))")
+            f"checkpoint), or for a new {num_classes}-class head to fine-tune use "
+            f"{_new_head_call(size, checkpoint, num_classes, {**stored, **kwargs})}")
     published = {(arch['embed_dim'], tuple(arch['depths'])): s for s, arch in ARCHITECTURES.items()}
     holds = published.get((stored.get('embed_dim'), tuple(stored.get('depths', ()))))
     if holds not in (None, size) and not {'embed_dim', 'depths'} & set(kwargs):
-        raise CheckpointError(f"{call}: the checkpoint holds Video-FocalNet-{holds[0].upper()} ({describe(holds)}); "
+        raise CheckpointError(f"{call}: the checkpoint holds Video-FocalNet-{holds[0].upper()} ({_describe(holds)}); "
                               f"load it with the 'video_focalnet_{holds}' entry")
     model = timm.create_model(name, pretrained=False, **{**stored, **given})
     try:
@@ -142,7 +131,7 @@ def _entry_point(size: str):
         return _create(size, checkpoint, num_classes, **kwargs)
 
     create.__name__ = create.__qualname__ = f'video_focalnet_{size}'
-    create.__doc__ = (f"Video-FocalNet-{size[0].upper()} ({describe(size)}, 8 frames). ``checkpoint``: local "
+    create.__doc__ = (f"Video-FocalNet-{size[0].upper()} ({_describe(size)}, 8 frames). ``checkpoint``: local "
                       f"weights file (num_classes and the architecture are read from it); ``num_classes``: "
                       f"default 400 without a checkpoint; ``design``: another design of the paper's study "
                       f"(MODEL.FOCAL.DESIGN).")
@@ -152,3 +141,5 @@ def _entry_point(size: str):
 # one entry point per size of the architecture table (models/architectures.py)
 for _size in ARCHITECTURES:
     globals()[f'video_focalnet_{_size}'] = _entry_point(_size)
+# torch.hub.list shows every public callable of this module as an entry: only the models may stay public
+del Any, Dict, Mapping, Optional, _size

@@ -244,7 +244,8 @@ def run(config: Any, dist_info: du.DistInfo, resume_changes: Optional[List[str]]
     configure_determinism(config.TRAIN.DETERMINISTIC)
 
     model = build_model(config)
-    apply_weight_init(model, config.MODEL.INIT)  # before any checkpoint or pretrained weights are loaded
+    if not config.EVAL_MODE:  # --eval loads every weight from its checkpoint: an init would be logged, then overwritten
+        apply_weight_init(model, config.MODEL.INIT)  # before any checkpoint or pretrained weights are loaded
     if config.TRAIN.USE_CHECKPOINT:
         model.set_grad_checkpointing(True)
     model.to(dist_info.device)

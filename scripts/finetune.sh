@@ -2,7 +2,7 @@
 # Fine-tune a released Kinetics-400 Video-FocalNet on a folder prepared by `python -m datasets.prepare folder`.
 #
 #   scripts/finetune.sh DATA_DIR PRETRAINED [main.py args ...]
-#   MODEL=base scripts/finetune.sh data/own pretrained/video-focalnet_base_k400.pth
+#   scripts/finetune.sh data/own pretrained/video-focalnet_base_k400.pth
 #   scripts/finetune.sh data/own pretrained/video-focalnet_tiny_k400.pth --opts TRAIN.EPOCHS 10
 #
 # DATA_DIR holds labels.csv, train.csv, val.csv and manifest.json; the number of classes is taken from
@@ -10,7 +10,8 @@
 # one for the new classes). Runs go to OUTPUT/<DATA_DIR name>/video-focalnet_<MODEL>/<tag> (OUTPUT: output).
 #
 # Environment variables (default):
-#   MODEL    tiny | base        (tiny): configs/finetune/video-focalnet_<MODEL>.yaml
+#   MODEL    toy | tiny | small | base (the checkpoint's model, read by python -m tools.finetune_size):
+#            configs/finetune/video-focalnet_<MODEL>.yaml
 #   GPUS, NNODES, OUTPUT, PYTHON ...: see scripts/launch.sh
 set -euo pipefail
 
@@ -21,11 +22,10 @@ fi
 DATA_DIR=$1
 PRETRAINED=$2
 shift 2
-MODEL=${MODEL:-tiny}
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-SCRIPT="$HERE/finetune/video-focalnet_${MODEL}.sh"
-if [ ! -x "$SCRIPT" ]; then
-    echo "error: MODEL=$MODEL: expected tiny or base (no $SCRIPT)" >&2
+SIZES=$(cd "$HERE/finetune" && ls video-focalnet_*.sh | sed 's/^video-focalnet_//; s/\.sh$//' | tr '\n' ' ')
+if [ -n "${MODEL:-}" ] && [ ! -x "$HERE/finetune/video-focalnet_${MODEL}.sh" ]; then
+    echo "error: MODEL=$MODEL: expected one of: ${SIZES% } (or leave MODEL unset: the checkpoint tells)" >&2
     exit 2
 fi
 for f in labels.csv train.csv val.csv; do
@@ -38,6 +38,12 @@ if [ ! -f "$PRETRAINED" ]; then
     echo "error: $PRETRAINED: checkpoint not found (PRETRAINED)" >&2
     exit 2
 fi
+# the recipe of the checkpoint's model (its weight shapes), unless MODEL names one
+if [ -z "${MODEL:-}" ]; then
+    MODEL=$(PYTHONPATH="$HERE/..${PYTHONPATH:+:$PYTHONPATH}" "${PYTHON:-python}" -m tools.finetune_size "$PRETRAINED") \
+        || exit 2
+fi
+SCRIPT="$HERE/finetune/video-focalnet_${MODEL}.sh"
 DATA_DIR="$(cd "$DATA_DIR" && pwd)"
 PRETRAINED="$(cd "$(dirname "$PRETRAINED")" && pwd)/$(basename "$PRETRAINED")"
 # the lists' paths are relative to the manifest's root (the video folder)

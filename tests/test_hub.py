@@ -120,3 +120,26 @@ def test_entry_points_come_from_the_architecture_table_and_take_a_design():
     model = torch.hub.load(REPO, 'video_focalnet_tiny', source='local', num_classes=5, design='divided', **KWARGS)
     assert model.design == 'divided' and model.layers[0].blocks[0].modulation_temporal is not None
     assert _logits(model, torch.randn(1, 4, 3, 32, 32)).shape == (1, 5)
+
+
+def test_torch_hub_list_shows_only_the_models(monkeypatch):
+    # torch.hub.list fetches GitHub repositories only: point its fetch at this checkout and keep its listing rule
+    monkeypatch.setattr(torch.hub, '_get_cache_or_reload', lambda *args, **kwargs: REPO)
+    from models.architectures import ARCHITECTURES
+    assert sorted(torch.hub.list('owner/video-focalnets', verbose=False)) == sorted(
+        f'video_focalnet_{size}' for size in ARCHITECTURES)
+
+
+def test_torch_hub_wrong_num_classes_suggests_a_call_that_works(reference):
+    """The suggested new-head call runs as printed, on a checkpoint of another width, depth and clip length
+    than the entry's published size, and gives the checkpoint's backbone under a new head."""
+    with pytest.raises(CheckpointError) as info:
+        torch.hub.load(REPO, 'video_focalnet_tiny', source='local', checkpoint=reference['path'], num_classes=7)
+    suggestion = str(info.value).split('to fine-tune use ', 1)[1]
+    namespace = {}
+    exec(suggestion.replace('; ', '\nmodel = ', 1), namespace)
+    model = namespace['model']
+    assert model.num_classes == 7
+    saved = torch.load(reference['path'], weights_only=True)['model']
+    own = model.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in saved.items() if not k.startswith('head.'))

@@ -41,7 +41,8 @@ def setup(tmp_path_factory):
 def _eval(setup, world_size):
     tag = f'w{world_size}'
     opts = tiny_opts(setup['data'], DATA__VAL_FILE=setup['val'], DATA__TRAIN_FILE='/nonexistent/train.csv',
-                     TRAIN__PRETRAINED_PATH='/nonexistent/imagenet.pth', TEST__NUM_CLIP=2, TEST__NUM_CROP=3)
+                     TRAIN__PRETRAINED_PATH='/nonexistent/imagenet.pth', TEST__NUM_CLIP=2, TEST__NUM_CROP=3,
+                     MODEL__INIT='xavier')   # an init the checkpoint's weights replace: not applied, not logged
     folder = run_folder(setup['out'], tag)
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, 'last.pth'), 'wb') as f:
@@ -71,6 +72,7 @@ def test_original_format_checkpoint_evaluates(setup, single):
     acc1 = 100.0 * sum(r['correct'] == '1' for r in rows) / 6
     assert result['acc1'] == pytest.approx(acc1)
     assert not os.path.exists(os.path.join(folder, 'best.pth'))  # evaluation writes no checkpoints
+    assert 're-initialised' not in open(os.path.join(folder, 'log_rank0.txt')).read()
 
 
 @pytest.mark.parametrize('world_size', [2, 3])

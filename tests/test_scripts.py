@@ -46,7 +46,7 @@ def test_finetune_script_refuses_missing_inputs(tmp_path):
     assert proc.returncode == 2 and 'none.pth: checkpoint not found' in proc.stderr
     proc = subprocess.run(['bash', script, str(tmp_path), script], capture_output=True, text=True,
                           env=dict(env(), MODEL='huge'))
-    assert proc.returncode == 2 and 'MODEL=huge: expected tiny or base' in proc.stderr
+    assert proc.returncode == 2 and 'MODEL=huge: expected one of: base small tiny toy' in proc.stderr
 
 
 @pytest.mark.slow

@@ -76,11 +76,17 @@ def test_publish_keeps_model_and_config_only(tmp_path, models, capsys):
     fresh = _Tiny()
     load_model_weights(fresh, path)
     assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
-    # same content -> same name: refused, the existing file is left alone
+    # the same command again: same content, same name, same sha256: done, the existing file is left alone
     before = os.path.getmtime(path)
-    assert publish.main([str(ckpt), str(out)]) == 2
-    assert 'already exists' in capsys.readouterr().err
+    assert publish.main([str(ckpt), str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f'already published (same sha256, file left as it is): {path}' in printed and f'sha256 {sha}' in printed
     assert os.path.getmtime(path) == before
+    # another file under that name (a collision of the 8-digit prefix) is refused and kept
+    with open(path, 'ab') as f:
+        f.write(b'other content')
+    assert publish.main([str(ckpt), str(out)]) == 2
+    assert 'already exists with other content' in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path / 'release')) == [os.path.basename(path)]  # no temporary left behind
 
 
@@ -94,9 +100,12 @@ def test_publish_without_hard_links(tmp_path, models, monkeypatch):
         raise PermissionError(1, 'Operation not permitted')
 
     monkeypatch.setattr(os, 'link', no_links)
-    path, sha, _ = publish.publish(str(ckpt), str(tmp_path / 'out' / 'release.pth'))
+    path, sha, _, new = publish.publish(str(ckpt), str(tmp_path / 'out' / 'release.pth'))
     _check_published(path, model.state_dict())
-    with pytest.raises(FileExistsError, match='already exists; not overwriting it'):
+    assert new and publish.publish(str(ckpt), str(tmp_path / 'out' / 'release.pth')) == (path, sha, 0, False)
+    with open(path, 'ab') as f:
+        f.write(b'other content')
+    with pytest.raises(FileExistsError, match='already exists with other content'):
         publish.publish(str(ckpt), str(tmp_path / 'out' / 'release.pth'))
     assert os.listdir(tmp_path / 'out') == [os.path.basename(path)]
 
@@ -108,7 +117,7 @@ def test_publish_ema_weights(tmp_path, models):
             p.add_(1.0)
     ckpt = tmp_path / 'last.pth'
     save_checkpoint(ckpt, _training_checkpoint(model, ema_model))
-    path, _, _ = publish.publish(str(ckpt), str(tmp_path / 'release.pth'), use_ema=True)
+    path, _, _, _ = publish.publish(str(ckpt), str(tmp_path / 'release.pth'), use_ema=True)
     loaded, _ = _check_published(path, ema_model.state_dict())
     assert loaded['meta']['weights'] == 'ema'
     ckpt_no_ema = tmp_path / 'no_ema.pth'
@@ -128,7 +137,7 @@ def test_publish_original_format_checkpoint(tmp_path, models):
                 'lr_scheduler': {}, 'max_accuracy': 0.5, 'epoch': 119, 'config': cfg}, ckpt)
     with pytest.raises(Exception):
         torch.load(ckpt, weights_only=True)
-    path, _, _ = publish.publish(str(ckpt), str(tmp_path / 'release.pth'))
+    path, _, _, _ = publish.publish(str(ckpt), str(tmp_path / 'release.pth'))
     loaded, _ = _check_published(path, model.state_dict())
     assert 'NAME: videofocalnet_base' in loaded['config'] and '- 0.999' in loaded['config']
     assert loaded['meta']['epoch'] == 119
@@ -150,7 +159,7 @@ def test_publish_stores_class_names(tmp_path, models, capsys):
 
     labels = tmp_path / 'labels.csv'
     labels.write_text('id,name\n' + ''.join(f'{i},{n.upper()}\n' for i, n in enumerate(NAMES)))
-    path, _, named = publish.publish(str(ckpt), str(tmp_path / 'b' / 'release.pth'), labels=str(labels))
+    path, _, named, _ = publish.publish(str(ckpt), str(tmp_path / 'b' / 'release.pth'), labels=str(labels))
     assert named == 5 and torch.load(path, weights_only=True)['class_names'] == [n.upper() for n in NAMES]
 
     labels.write_text('id,name\n0,jump\n1,run\n')
@@ -169,7 +178,7 @@ def test_publish_names_from_the_configured_label_list(tmp_path, models, capsys):
     state['config'] = f'DATA:\n  LABEL_LIST: {labels}\nMODEL:\n  NUM_CLASSES: 5\n'
     ckpt = tmp_path / 'last.pth'
     save_checkpoint(ckpt, state)
-    path, _, named = publish.publish(str(ckpt), str(tmp_path / 'release.pth'))
+    path, _, named, _ = publish.publish(str(ckpt), str(tmp_path / 'release.pth'))
     assert named == 5 and torch.load(path, weights_only=True)['class_names'] == NAMES
     # a list of another length than the head is not stored, and the tool says how to add names
     state['config'] = state['config'].replace('NUM_CLASSES: 5', 'NUM_CLASSES: 7')

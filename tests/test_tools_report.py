@@ -242,3 +242,72 @@ def test_few_videos_of_many_classes_show_only_the_classes_involved(tmp_path):
             if cm[c, d]:
                 x, y = layout.cell_centre(i, j)
                 assert tuple(img[int(y) + 6, int(x) + 8]) != (255, 255, 255)
+
+
+def test_report_of_a_final_test_leaves_the_training_run_files_alone(synthetic, capsys):
+    """The final test's predictions.csv sits among a training run's files: the report goes into RUN/report/ and
+    the run folder's own files are unchanged; an evaluation folder gets its report next to its predictions."""
+    run, _ = synthetic
+    for name in ('best.pth', 'config.yaml', 'log_rank0.txt', 'eval_results.json'):
+        (run / name).write_text(name)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    assert report.main([str(run), '--top', '1']) == 0
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    assert sorted(os.listdir(run / 'report')) == ['confused_pairs.csv', 'confusion_matrix.png',
+                                                  'per_class_accuracy.csv']
+    assert f"wrote {run / 'report' / 'confusion_matrix.png'}" in capsys.readouterr().out
+    evaluation = run / 'eval' / 'best_4x3'
+    evaluation.mkdir(parents=True)
+    os.replace(run / 'predictions.csv', evaluation / 'predictions.csv')
+    (evaluation / 'config.yaml').write_text('')
+    assert report.main([str(evaluation)]) == 0
+    assert (evaluation / 'per_class_accuracy.csv').is_file()
+
+
+def test_picture_numbers_never_cover_a_count(tmp_path):
+    """Small cells crowded with counts and circled neighbours: each number sits on its circle, clear of every
+    count written in the cells and of the other numbers."""
+    k = 40   # 25-pixel cells (capped at 24), counts in each
+    cm = np.zeros((k, k), dtype=np.int64)
+    for c in range(k):
+        cm[c, c] = 10 + c % 10
+        cm[c, (c + 1) % k] = 12     # every class confused with the next: circled cells side by side
+        cm[c, (c + 2) % k] = 3
+    order = list(range(k))
+    pairs = report.confused_pairs(cm)[:20]
+    layout = report.confusion_layout(cm, [f'c{i}' for i in range(k)], order, pairs, 'crowded', 'linear')
+    assert layout.cell == report.COUNT_CELL and len(layout.counts) == 3 * k
+
+    def overlap(a, b):
+        return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+    for (n, (cx, cy), r, (lx, ly)), box in zip(layout.marks, layout.number_boxes):
+        assert np.hypot(lx - cx, ly - cy) == pytest.approx(r)
+        assert not any(overlap(box, count[3]) for count in layout.counts), n
+    boxes = layout.number_boxes
+    assert not any(overlap(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    # the boxes are those of the text the picture draws: rendering puts red digit pixels inside each box
+    arr = np.asarray(report.render_confusion(cm, [f'c{i}' for i in range(k)], order, pairs, 'crowded'))
+    red = (arr[..., 0] > 150) & (arr[..., 1] < 120) & (arr[..., 2] < 120)
+    for box in boxes:
+        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        assert red[y0:y1, x0:x1].any()
+
+
+def test_picture_bright_means_many_as_in_the_other_pictures(synthetic):
+    """One colour direction in every picture of the tools: bright = high (the modulator maps and the timeline
+    draw high values bright too); the colour bar runs from dark (few) to bright (100%)."""
+    from tools import _render
+
+    def luminance(rgb):
+        return 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
+
+    cm, _, layout, arr = _picture(synthetic)
+    pos = {c: i for i, c in enumerate(layout.shown)}
+    full = layout.cell_centre(pos[2], pos[2])     # class 2: 3 of 3 right (100%)
+    part = layout.cell_centre(pos[1], pos[4])     # class 1 -> 4: 1 of 4 (25%)
+    # sample a corner of the cell, away from the count written in its middle
+    sample = [arr[int(y) - layout.cell // 2 + 2, int(x) - layout.cell // 2 + 2] for x, y in (full, part)]
+    assert luminance(sample[0]) > luminance(sample[1]) + 60
+    lut = _render.colormap_lut('viridis')
+    assert luminance(lut[-1]) > luminance(lut[0])   # the maps every tool uses: the high end is the bright one

@@ -118,6 +118,12 @@ def test_full_frame_crop_and_an_unreadable_video_among_others(setup, tmp_path, c
                                                      'unreadable.txt']
     assert np.load(out / 'ten.npy').shape[0] == 4
     assert len((out / 'unreadable.txt').read_text().splitlines()) == 2
+    # the same folder with another stride and crop: refused per video, naming the settings that differ
+    rc = extract_features.main(['--resume', setup['ckpt'], str(setup['videos'] / 'ten.mp4'), '--out', str(out),
+                                '--stride', '2', '--workers', '0', '--device', 'cpu'])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert 'ten.json in' in err and 'made with other settings: crop full -> center, stride 2.5 -> 2.0 (pass' in err
 
 
 def test_ranks_share_the_videos(setup, tmp_path, capsys, monkeypatch):

@@ -186,7 +186,7 @@ def export(model: torch.nn.Module, config, out: str, names: Sequence[str], batch
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+    parser = argparse.ArgumentParser(prog='python -m tools.export', description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--out', required=True, help='output file: .pt2 (torch.export) or .onnx')
     parser.add_argument('--batch', type=int, default=2, help='clips in the example input (default 2)')

@@ -35,7 +35,7 @@ import logging
 import os
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -53,8 +53,15 @@ def settings_record(settings: W.WindowSettings, checkpoint: str, precision: str,
                 feature_dim=int(feature_dim), features='pre_logits')
 
 
-def finished(out: str, stem: str, record: dict) -> Optional[bool]:
-    """True: done with these settings; False: done with other settings; None: not done."""
+def setting_changes(old: dict, new: dict) -> List[str]:
+    """``['stride 1 -> 2', ...]``: the settings whose values differ between two records, by name."""
+    return [f"{key} {old.get(key, '(none)')} -> {new.get(key, '(none)')}"
+            for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+
+
+def finished(out: str, stem: str, record: dict) -> Union[bool, List[str], None]:
+    """True: done with these settings; the list of settings that differ (:func:`setting_changes`): done with
+    other settings; None: not done."""
     meta_path = os.path.join(out, stem + '.json')
     if not (os.path.isfile(meta_path) and os.path.isfile(os.path.join(out, stem + '.npy'))):
         return None
@@ -63,7 +70,9 @@ def finished(out: str, stem: str, record: dict) -> Optional[bool]:
             old = json.load(f).get('settings')
     except (OSError, ValueError, AttributeError):
         return None   # a damaged record: extract again
-    return old == record
+    if not isinstance(old, dict):
+        return None   # a record without settings: extract again
+    return setting_changes(old, record) or True
 
 
 def write_result(out: str, video: W.VideoWindows, features: np.ndarray, record: dict) -> None:
@@ -182,10 +191,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         state = finished(args.out, W.output_stem(path), record)
         if state is True:
             skipped += 1
-        elif state is False and not args.overwrite:
+        elif state and not args.overwrite:
             conflicts += 1
-            unreadable.append((path, f"{W.output_stem(path)}.json in {args.out} was made with other settings "
-                                     f"(pass --overwrite to extract again, or use another --out)"))
+            unreadable.append((path, f"{W.output_stem(path)}.json in {args.out} was made with other settings: "
+                                     f"{', '.join(state)} (pass --overwrite to extract again, or use another --out)"))
         else:
             todo.append(path)
     planned, bad = W.plan_all(todo, settings)

@@ -47,7 +47,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from models import build_model
     from engine.config import load_config
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog='python -m tools.flops', description=__doc__.splitlines()[0])
     parser.add_argument('--cfg', required=True, metavar='FILE', help='config file')
     parser.add_argument('--opts', nargs='+', default=[], metavar='KEY VALUE', help='config overrides')
     args = parser.parse_args(argv)

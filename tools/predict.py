@@ -18,6 +18,9 @@ over time (``--timeline-dir DIR``, default ``timelines``)::
 
     python -m tools.predict --resume CKPT VIDEO --timeline [--stride 1] [--timeline-classes 5]
 
+``--annotate OUT.mp4`` (with ``--timeline``, one video) also writes the video with the current window's top
+classes and probabilities drawn on each frame (``tools.annotate``).
+
 Videos that cannot be read are reported on one line each and the others are still predicted; the exit
 code is then 4. A checkpoint that does not fit the config stops with one error listing the keys (exit 2;
 docs/exit-codes.md).
@@ -178,7 +181,7 @@ def format_prediction(pred: dict) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+    parser = argparse.ArgumentParser(prog='python -m tools.predict', description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('videos', nargs='+', metavar='VIDEO', help='video files or folders of videos')
     parser.add_argument('--topk', type=int, default=5, help='classes to show per video (default 5)')
@@ -196,6 +199,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     group.add_argument('--timeline-classes', type=int, default=5, metavar='N',
                        help='classes drawn as strips: those with the highest peak probability (default 5)')
     group.add_argument('--batch', type=int, default=16, help='windows per forward pass (default 16)')
+    group.add_argument('--annotate', default=None, metavar='OUT.mp4',
+                       help="write the video (one VIDEO) with the current window's top classes and probabilities "
+                            "drawn on each frame (--topk of them, at most 5)")
     _common.add_model_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
@@ -218,8 +224,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         paths = _common.expand_videos(args.videos)
         if not paths:
             raise ValueError(f"no videos found in {' '.join(args.videos)}")
+        if args.annotate and not args.timeline:
+            raise ValueError(f"--annotate {args.annotate}: draws the windows of --timeline; add --timeline")
+        if args.annotate and len(paths) != 1:
+            raise ValueError(f"--annotate {args.annotate}: annotates one video, got {len(paths)}")
         if args.timeline:
-            return _main_timeline(args, model, config, paths)
+            return _main_timeline(args, model, config, paths, names)
         predictions, unreadable = predict(model, config, paths, num_clip, num_crop,
                                           topk=min(args.topk, config.MODEL.NUM_CLASSES), workers=args.workers,
                                           names=names)
@@ -239,7 +249,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return _common.EXIT_UNREADABLE if unreadable else _common.EXIT_OK
 
 
-def _main_timeline(args, model, config, paths) -> int:
+def _main_timeline(args, model, config, paths, names) -> int:
     """``--timeline``: windows along each video, printed and written as CSV and PNG."""
     from tools import windows as W
 
@@ -247,7 +257,6 @@ def _main_timeline(args, model, config, paths) -> int:
         raise ValueError(f"--timeline-classes {args.timeline_classes} / --batch {args.batch}: expected at least 1")
     settings = W.settings_from_config(config, args.stride, args.window_frames, args.crop)
     W.check_stems(paths)
-    names = _common.class_names(config)
     topk = min(args.topk, config.MODEL.NUM_CLASSES)
     results, unreadable = timeline(model, config, paths, settings, batch=args.batch, workers=args.workers)
     os.makedirs(args.timeline_dir, exist_ok=True)
@@ -256,6 +265,11 @@ def _main_timeline(args, model, config, paths) -> int:
         csv_path, png_path = write_timeline(result, names, topk, args.timeline_dir,
                                             min(args.timeline_classes, config.MODEL.NUM_CLASSES), settings.stride)
         print(f"  -> {csv_path}, {png_path}")
+        if args.annotate:
+            from tools.annotate import annotate_video
+            frames = annotate_video(result['video'], args.annotate, result['times'], result['probs'], names,
+                                    min(topk, 5))
+            print(f"  -> {args.annotate} ({frames} frames with the current window's top {min(topk, 5)})")
     for bad in unreadable:
         print(f"error: {bad['video']}: cannot read the video ({bad['reason']})", file=sys.stderr)
     if args.json:

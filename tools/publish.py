@@ -6,9 +6,9 @@ Keeps the ``model`` state dict (or, with ``--use-ema``, the EMA weights stored u
 published as ``model``), the config as YAML text and the class names (``class_names``: from ``--labels``,
 else those the checkpoint carries, else the config's ``DATA.LABEL_LIST`` file; always as many as the
 head has classes), so that the file alone names its predictions; drops optimizer, scheduler, grad-scaler, RNG and EMA
-state. Weights holding NaN / inf or a zero-size tensor are refused. Writes ``OUT`` with the first 8 hex digits of
-the file's sha256 before the extension (``name-1a2b3c4d.pth``, mmaction2's convention), prints the full sha256,
-and never overwrites a file.
+state. Weights holding NaN / inf or a zero-size tensor are refused. Writes ``OUT`` with the first 8 hex digits of the file's sha256 before the extension
+(``name-1a2b3c4d.pth``, mmaction2's convention), prints the full sha256, and never overwrites a file (the same
+release published again is found by its sha256 and reported, exit 0).
 The result loads with ``torch.load(path, weights_only=True)`` and with ``engine.checkpoint.load_model_weights``.
 
 Works on checkpoints of this project and on the original code's checkpoints (read without unpickling
@@ -128,8 +128,9 @@ def release_state(checkpoint: dict, use_ema: bool = False, source: str = '', lab
 
 
 def publish(ckpt: str, out: str, use_ema: bool = False, labels: Optional[str] = None) -> tuple:
-    """Write the release file; returns (final path, sha256, number of class names stored). Refuses to overwrite
-    an existing file."""
+    """Write the release file; returns (final path, sha256, number of class names stored, whether the file is
+    new). A file of that name with the same sha256 is the same release: it is kept and reported, so running
+    the command again succeeds. One with another sha256 (the 8-digit prefix collided) is never overwritten."""
     checkpoint = load_checkpoint_file(ckpt)
     state = release_state(checkpoint, use_ema=use_ema, source=ckpt, labels=labels)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
@@ -139,18 +140,22 @@ def publish(ckpt: str, out: str, use_ema: bool = False, labels: Optional[str] = 
             torch.save(state, f)    # archive, and the hash must depend on the content only
         sha = sha256_of(tmp)
         final = hashed_name(out, sha)
+        new = True
         try:
             create_exclusively(tmp, final)
         except FileExistsError:
-            raise FileExistsError(f"{final}: already exists; not overwriting it") from None
+            if not os.path.isfile(final) or sha256_of(final) != sha:
+                raise FileExistsError(f"{final}: already exists with other content (another sha256); not "
+                                      f"overwriting it") from None
+            new = False
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    return final, sha, len(state.get('class_names') or ())
+    return final, sha, len(state.get('class_names') or ()), new
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(prog='python -m tools.publish', description=__doc__.split('\n\n')[0])
     parser.add_argument('checkpoint', help='training checkpoint (this project or the original code)')
     parser.add_argument('out', help="release file name, e.g. video-focalnet_base_k400.pth (the hash is added)")
     parser.add_argument('--use-ema', action='store_true', help='publish the EMA weights instead of the model')
@@ -159,10 +164,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "carries, else its config's DATA.LABEL_LIST)")
     args = parser.parse_args(argv)
     try:
-        final, sha, named = publish(args.checkpoint, args.out, use_ema=args.use_ema, labels=args.labels)
+        final, sha, named, new = publish(args.checkpoint, args.out, use_ema=args.use_ema, labels=args.labels)
     except (OSError, ValueError, RuntimeError) as e:
         return user_error(e)
-    print(f"wrote {final}\nsha256 {sha}\n"
+    print(("wrote " if new else "already published (same sha256, file left as it is): ") + f"{final}\nsha256 {sha}\n"
           + (f"class names: {named} stored" if named else
              "class names: none stored (pass --labels CSV so that predictions with this file are named)"))
     return 0

@@ -4,7 +4,8 @@
 
 ``OUTPUT`` is the output folder of an evaluation (it holds ``predictions.csv``, written by
 ``main.py --eval`` or by the final test after training) or a predictions csv itself. Writes,
-next to it (or into ``--out``):
+next to it (or into ``--out``; for the final test in a training run's folder, into its ``report/``
+subfolder, so that the run's own files stay as training wrote them):
 
 * ``per_class_accuracy.csv``: one row per class, sorted by top-1 accuracy, worst first;
 * ``confused_pairs.csv``: (true class, predicted class) pairs sorted by count, most frequent first;
@@ -179,6 +180,8 @@ def class_order(cm: np.ndarray, accuracy: np.ndarray, mode: str) -> list:
 # the cells: a log scale between 1/n and 1 is then two or three colours, and "100.00% ... 100%" when every
 # class has one video
 SMALL_EVALUATION = 20
+# the smallest cell (pixels) that gets its video count: 24 leaves a number's room at the corners of a count
+COUNT_CELL = 24
 
 
 @dataclass
@@ -190,7 +193,10 @@ class ConfusionLayout:
         x0, y0: top-left corner of the matrix; cell: pixels per class.
         title_lines, subtitle_lines: the title and the subtitle wrapped to the picture's width (never cut).
         marks: per circled pair ``(number, (cx, cy), radius, (lx, ly))``: circle centre = the centre of the
-            pair's cell, and the number drawn centred at ``(lx, ly)``, a point on the circle (upper right).
+            pair's cell, and the number drawn centred at ``(lx, ly)``, a point on the circle (upper right when
+            free; else the first of the other diagonal and side points whose number box covers no count).
+        counts: per cell whose video count is written ``(row, col, text, box)``, box = the text's pixel box;
+            number_boxes: the pixel box of each mark's number (drawn with its outline).
         legend_x, legend_w: left edge and width of the legend of circled pairs; colorbar_w: the colour bar's
             width (under the matrix).
         line_h: text line height; size: (width, height) of the picture.
@@ -207,6 +213,8 @@ class ConfusionLayout:
     colorbar_w: int
     line_h: int
     size: tuple
+    counts: list
+    number_boxes: list
 
     def cell_centre(self, row: int, col: int) -> tuple:
         """Centre of the cell at display position (row, col)."""
@@ -246,15 +254,45 @@ def confusion_layout(cm: np.ndarray, names: Sequence[str], order: Sequence[int],
     x0 = margin + name_w
     height = max(y0 + k * cell + margin + colorbar_h + margin, y0 + len(legend) * line_h + margin)
     pos = {c: i for i, c in enumerate(shown)}
+    measure = ImageDraw.Draw(Image.new('L', (1, 1)))
+    counts = []
+    # the video counts are written in the cells when the cells leave room beside them for the circles' numbers
+    if scale == 'linear' and cell >= COUNT_CELL:
+        count_font = _render.font(min(11, cell - 6))
+        for c_row in shown:
+            for c_col in shown:
+                if cm[c_row, c_col]:
+                    i, j = pos[c_row], pos[c_col]
+                    cx, cy = x0 + j * cell + cell / 2, y0 + i * cell + cell / 2
+                    text = str(int(cm[c_row, c_col]))
+                    counts.append((i, j, text, measure.textbbox((cx, cy), text, font=count_font, anchor='mm')))
     radius = cell / 2 + 2 if cell >= 10 else 5.0
-    marks = []
+    marks, number_boxes = [], []
+    # where a number may sit on its circle, in order of preference: upper right first, then the other corners,
+    # then the sides (angles in degrees, counter-clockwise from the right, y pointing up)
+    angles = (45, 135, -45, -135, 90, 0, 180, -90)
+
+    def overlaps(box, others):
+        return any(box[0] < o[2] and o[0] < box[2] and box[1] < o[3] and o[1] < box[3] for o in others)
+
     for n, (a, b, _, _) in enumerate(top_pairs, start=1):
         cx = x0 + pos[b] * cell + cell / 2
         cy = y0 + pos[a] * cell + cell / 2
-        diag = radius / np.sqrt(2.0)
-        marks.append((n, (cx, cy), radius, (cx + diag, cy - diag)))
+        placed = None
+        for angle in angles:
+            lx = cx + radius * np.cos(np.radians(angle))
+            ly = cy - radius * np.sin(np.radians(angle))
+            box = measure.textbbox((lx, ly), str(n), font=small, anchor='mm', stroke_width=2)
+            if placed is None:
+                placed = (lx, ly, box)   # the fallback when every point is taken
+            if not overlaps(box, [c[3] for c in counts] + number_boxes):
+                placed = (lx, ly, box)
+                break
+        lx, ly, box = placed
+        marks.append((n, (cx, cy), radius, (lx, ly)))
+        number_boxes.append(box)
     return ConfusionLayout(shown, x0, y0, cell, title_lines, subtitle, marks, x0 + right + margin, legend_w,
-                           colorbar_w, line_h, (width, height))
+                           colorbar_w, line_h, (width, height), counts, number_boxes)
 
 
 def confusion_colours(rate: np.ndarray, largest_class: int) -> tuple:
@@ -288,8 +326,10 @@ def render_confusion(cm: np.ndarray, names: Sequence[str], order: Sequence[int],
     layout = confusion_layout(cm, names, order, top_pairs, title, scale)
     shown, cell, x0, y0 = layout.shown, layout.cell, layout.x0, layout.y0
     k = len(shown)
-    rate, t, counts = (a[np.ix_(shown, shown)] for a in (rate_all, t_all, cm))
-    rgb = _render.apply_colormap(1.0 - 0.9 * t, 'viridis')  # yellow = rare, dark = frequent (reads on white)
+    rate, t = (a[np.ix_(shown, shown)] for a in (rate_all, t_all))
+    # bright = high, as in every picture of the tools (modulator maps, timelines); the darkest colour is kept
+    # for the smallest fractions, so that one mistake stands out on the white of the empty cells
+    rgb = _render.apply_colormap(0.1 + 0.9 * t, 'viridis')
     rgb[rate <= 0] = _render.BACKGROUND
     mat = Image.fromarray(rgb).resize((k * cell, k * cell), Image.NEAREST)
 
@@ -304,12 +344,11 @@ def render_confusion(cm: np.ndarray, names: Sequence[str], order: Sequence[int],
                   font=small)
     img.paste(mat, (x0, y0))
     draw.rectangle((x0 - 1, y0 - 1, x0 + k * cell, y0 + k * cell), outline=(120, 120, 120))
-    if scale == 'linear' and cell >= 16:  # counts in the cells
+    if layout.counts:  # counts in the cells: white on the dark (low) end of the scale
         count_font = _render.font(min(11, cell - 6))
-        for i, j in zip(*np.nonzero(counts)):
-            cx, cy = layout.cell_centre(i, j)
-            draw.text((cx, cy), str(int(counts[i, j])), font=count_font, anchor='mm',
-                      fill=(255, 255, 255) if t[i, j] > 0.5 else _render.TEXT)
+        for i, j, text, _ in layout.counts:
+            draw.text(layout.cell_centre(i, j), text, font=count_font, anchor='mm',
+                      fill=(255, 255, 255) if t[i, j] < 0.5 else _render.TEXT)
     if x0 > margin:  # class names on the axes
         for i, c in enumerate(shown):
             label = _render.fit_text(f'{c}: {names[c]}', x0 - margin - 8, small)
@@ -331,7 +370,7 @@ def render_confusion(cm: np.ndarray, names: Sequence[str], order: Sequence[int],
     for i, line in enumerate(_legend_lines(names, top_pairs)):
         draw.text((layout.legend_x, y0 + i * line_h), _render.fit_text(line, layout.legend_w, small),
                   fill=_render.TEXT, font=small)
-    bar = _render.colorbar(layout.colorbar_w, 18, 'viridis', low=low_label, high='100%', start=1.0, stop=0.1)
+    bar = _render.colorbar(layout.colorbar_w, 18, 'viridis', low=low_label, high='100%', start=0.1, stop=1.0)
     img.paste(bar, (x0, y0 + k * cell + margin))
     return img
 
@@ -401,8 +440,23 @@ def make_report(predictions_csv: str, out_dir: str, labels_csv: Optional[str] = 
                 worst=[(c, acc['top1'][c], int(acc['videos'][c])) for c in ranked[:top]])
 
 
+# files only a training run's folder holds (an evaluation's folder has config.yaml and a log too)
+_TRAINING_RUN_FILES = ('best.pth', 'last.pth', 'metrics.jsonl')
+
+
+def default_out_dir(predictions_csv: str) -> str:
+    """Where the report goes without ``--out``: next to the predictions it reads, that is into the folder of an
+    evaluation (``<run>/eval/<checkpoint>_<views>/``); for the final test of a training run, whose
+    predictions sit among the run's own files, into ``<run>/report/``, so the run folder keeps only what
+    training wrote."""
+    folder = os.path.dirname(os.path.abspath(predictions_csv))
+    if any(os.path.exists(os.path.join(folder, name)) for name in _TRAINING_RUN_FILES):
+        return os.path.join(folder, 'report')
+    return folder
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+    parser = argparse.ArgumentParser(prog='python -m tools.report', description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('output', help='evaluation output folder (holds predictions.csv) or the csv file')
     parser.add_argument('--labels', default=None, help="class-name list ('id,name' csv); default: names "
@@ -410,14 +464,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--top', type=int, default=20, help='confused pairs to print and label (default 20)')
     parser.add_argument('--order', default='cluster', choices=('cluster', 'accuracy', 'id'),
                         help='class order of the confusion matrix (default cluster)')
-    parser.add_argument('--out', default=None, help='folder for the report files (default: next to the csv)')
+    parser.add_argument('--out', default=None, help='folder for the report files (default: next to the csv; RUN/report/ for the '
+                                                    'final test of a training run)')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(message)s')
 
     csv_path = args.output
     if os.path.isdir(csv_path):
         csv_path = os.path.join(csv_path, PREDICTIONS_FILE)
-    out_dir = args.out or os.path.dirname(os.path.abspath(csv_path))
+    out_dir = args.out or default_out_dir(csv_path)
     try:
         summary = make_report(csv_path, out_dir, args.labels, args.top, args.order)
     except (OSError, ValueError) as e:

@@ -125,7 +125,7 @@ def visualize(model: torch.nn.Module, clip: torch.Tensor, stage: int = -1, block
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+    parser = argparse.ArgumentParser(prog='python -m tools.visualize', description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('video', help='video file')
     parser.add_argument('--out', required=True, help='folder for the PNG and GIF')
@@ -138,6 +138,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     _common.add_model_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
+    # an unreadable video is this tool's one error line below, not also the evaluation's warning about it
+    logging.getLogger('datasets.video_dataset').setLevel(logging.ERROR)
 
     from engine.checkpoint import load_checkpoint_file
     from engine.config import ConfigError

@@ -1,4 +1,4 @@
-"""A log-friendly progress bar with rate and ETA, and durations as text (used by training, evaluation and the data tools)."""
+"""A terminal progress bar with rate and ETA (nothing in log files), and durations as text (used by training, evaluation and the data tools)."""
 from __future__ import annotations
 
 import datetime
@@ -15,8 +15,8 @@ def format_duration(seconds: float) -> str:
 class ProgressBar:
     """A one-line progress bar with rate and ETA on stderr.
 
-    On a terminal it redraws in place; otherwise (log files, CI) it prints a line every 10% so that logs
-    stay readable, unless ``tty_only`` turns it off there.
+    Drawn on terminals only: it redraws in place on stderr when that is a terminal, and draws nothing when
+    stderr goes to a file or a pipe (a log, a batch scheduler, CI), where redrawn lines would pile up.
 
     Args:
         total: number of steps (None = unknown: no percentage, no ETA).
@@ -25,7 +25,7 @@ class ProgressBar:
         initial: steps already done before this bar started (a resumed epoch); the rate counts the new ones.
         unit: what the rate counts (``it``, ``clips`` ...).
         unit_scale: units per step (e.g. clips per optimizer update).
-        tty_only: draw only when both stdout (where the log goes) and stderr are terminals.
+        tty_only: draw only when stdout (where the log goes) is a terminal too.
     """
 
     def __init__(self, total: Optional[int], desc: str = '', enabled: bool = True, initial: int = 0,
@@ -33,24 +33,14 @@ class ProgressBar:
         self.total = total
         self.desc = desc
         self._tty = sys.stderr.isatty()
-        self.enabled = enabled and (not tty_only or (self._tty and sys.stdout.isatty()))
+        self.enabled = enabled and self._tty and (not tty_only or sys.stdout.isatty())
         self.initial = self.done = initial
         self.unit, self.unit_scale = unit, unit_scale
         self.start = time.time()
-        self._last_decile = int(10 * initial / total) if total and initial else -1
 
     def update(self, n: int = 1) -> None:
         self.done += n
-        if not self.enabled:
-            return
-        if self._tty:
-            self.refresh()
-            return
-        decile = int(10 * self.done / self.total) if self.total else -1
-        if decile > self._last_decile:
-            self._last_decile = decile
-            sys.stderr.write(self._line() + '\n')
-            sys.stderr.flush()
+        self.refresh()
 
     def refresh(self) -> None:
         """Redraw the bar in place (terminals only)."""
