@@ -196,7 +196,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m benchmarks.gpu_check',
                                      description='GPU check: one table of parity, speed, memory, main.py and '
                                                  'loader figures (see the module docstring).')
-    parser.add_argument('--quick', action='store_true', help='the same code on the CPU with tiny sizes (at most 5 min: a 300 s budget)')
+    parser.add_argument('--quick', action='store_true', help='the same code on the CPU with tiny sizes (a few minutes; a 900 s budget)')
     parser.add_argument('--out', help='folder for gpu_check.json / .md / .log (default: $OUT, else '
                                       'output/gpu_check)')
     parser.add_argument('--budget', type=float, help='seconds for all sections (default 540; --quick: 900)')
