@@ -260,7 +260,7 @@ def run_jobs(jobs: Sequence[Tuple[str, str]], settings: EncodeSettings, workers:
     files it had in hand are converted again one at a time, each in a fresh process.
     """
     from utils.progress import ProgressBar
-    bar = ProgressBar(len(jobs), desc='resize', enabled=progress)
+    bar = ProgressBar(len(jobs), desc='resize', enabled=progress, log_lines=True)
     results: Dict[int, Tuple[str, str, str]] = {}
     try:
         if workers <= 1:

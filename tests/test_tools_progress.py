@@ -28,3 +28,15 @@ def test_bars_are_drawn_on_terminals_only(monkeypatch):
         assert bool(err.getvalue()) == tty, err.getvalue()
         if tty:
             assert 'val [' in err.getvalue() and '10/10' in err.getvalue()
+
+
+def test_data_tools_write_a_line_every_tenth_into_a_log(monkeypatch):
+    """Long unattended data jobs (resize, feature extraction) say in their log how far they got."""
+    err = _Stream(False)
+    monkeypatch.setattr(sys, 'stderr', err)
+    bar = ProgressBar(20, desc='resize', log_lines=True)
+    for _ in range(20):
+        bar.update()
+    bar.close()
+    lines = err.getvalue().splitlines()
+    assert len(lines) == 10 and lines[-1].startswith('resize [') and '20/20' in lines[-1] and 'eta' in lines[-1]

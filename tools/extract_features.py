@@ -216,7 +216,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     def on_error(video, reason):
         unreadable.append((video.path, reason))
 
-    bar = ProgressBar(total, desc='windows', enabled=rank == 0)
+    bar = ProgressBar(total, desc='windows', enabled=rank == 0, log_lines=True)
     try:
         W.run_windows(model, planned, settings, args.batch, args.workers, PRECISIONS[args.precision], True,
                       on_video, on_error, progress=bar)

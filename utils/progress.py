@@ -1,4 +1,8 @@
-"""A terminal progress bar with rate and ETA (nothing in log files), and durations as text (used by training, evaluation and the data tools)."""
+"""A terminal progress bar with rate and ETA, and durations as text (used by training, evaluation and the data tools).
+
+Training and evaluation draw nothing into log files; the data tools (``datasets.resize``,
+``tools.extract_features``: long unattended jobs, often run with ``nohup`` or in a batch job) write a line
+every 10% there instead, so that their log says how far they got."""
 from __future__ import annotations
 
 import datetime
@@ -15,8 +19,9 @@ def format_duration(seconds: float) -> str:
 class ProgressBar:
     """A one-line progress bar with rate and ETA on stderr.
 
-    Drawn on terminals only: it redraws in place on stderr when that is a terminal, and draws nothing when
-    stderr goes to a file or a pipe (a log, a batch scheduler, CI), where redrawn lines would pile up.
+    Drawn on terminals: it redraws in place on stderr when that is a terminal. When stderr goes to a file or
+    a pipe (a log, a batch scheduler, CI), where redrawn lines would pile up, it draws nothing, or with
+    ``log_lines`` one line every 10%.
 
     Args:
         total: number of steps (None = unknown: no percentage, no ETA).
@@ -26,20 +31,31 @@ class ProgressBar:
         unit: what the rate counts (``it``, ``clips`` ...).
         unit_scale: units per step (e.g. clips per optimizer update).
         tty_only: draw only when stdout (where the log goes) is a terminal too.
+        log_lines: off a terminal, print a line at every tenth of ``total`` instead of nothing.
     """
 
     def __init__(self, total: Optional[int], desc: str = '', enabled: bool = True, initial: int = 0,
-                 unit: str = 'it', unit_scale: float = 1.0, tty_only: bool = False) -> None:
+                 unit: str = 'it', unit_scale: float = 1.0, tty_only: bool = False,
+                 log_lines: bool = False) -> None:
         self.total = total
         self.desc = desc
         self._tty = sys.stderr.isatty()
         self.enabled = enabled and self._tty and (not tty_only or sys.stdout.isatty())
+        self._log_lines = enabled and log_lines and not self._tty and bool(total)
+        self._last_decile = int(10 * initial / total) if total and initial else -1
         self.initial = self.done = initial
         self.unit, self.unit_scale = unit, unit_scale
         self.start = time.time()
 
     def update(self, n: int = 1) -> None:
         self.done += n
+        if self._log_lines:
+            decile = int(10 * self.done / self.total)
+            if decile > self._last_decile:
+                self._last_decile = decile
+                sys.stderr.write(self._line() + '\n')
+                sys.stderr.flush()
+            return
         self.refresh()
 
     def refresh(self) -> None:
