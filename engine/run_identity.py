@@ -39,6 +39,7 @@ BOOKKEEPING = frozenset({
 # Keys a run may continue with other values of: speed, memory, logging and length, not what an update computes.
 MAY_CHANGE_ON_RESUME = (
     'TRAIN.EPOCHS',                 # extend (or shorten) a run; the LR schedule follows the new length
+    'TRAIN.FINAL_TEST',             # whether best.pth is tested at the end; the test's views stay compared
     'DATA.NUM_WORKERS', 'DATA.PIN_MEMORY', 'TEST.BATCH_SIZE',
     'TRAIN.USE_CHECKPOINT', 'TRAIN.SELECTIVE_CHECKPOINT', 'TRAIN.COMPILE', 'TRAIN.DETERMINISTIC',
     'PRINT_FREQ', 'PROGRESS_BAR', 'SAVE_FREQ', 'TENSORBOARD', 'CPU_THREADS', 'DIST_TIMEOUT_MIN',

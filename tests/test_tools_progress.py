@@ -31,7 +31,8 @@ def test_bars_are_drawn_on_terminals_only(monkeypatch):
 
 
 def test_data_tools_write_a_line_every_tenth_into_a_log(monkeypatch):
-    """Long unattended data jobs (resize, feature extraction) say in their log how far they got."""
+    """Long unattended data jobs (resize, feature extraction) say in their log how far they got: a line at the
+    first update, then one at every tenth."""
     err = _Stream(False)
     monkeypatch.setattr(sys, 'stderr', err)
     bar = ProgressBar(20, desc='resize', log_lines=True)
@@ -39,4 +40,4 @@ def test_data_tools_write_a_line_every_tenth_into_a_log(monkeypatch):
         bar.update()
     bar.close()
     lines = err.getvalue().splitlines()
-    assert len(lines) == 10 and lines[-1].startswith('resize [') and '20/20' in lines[-1] and 'eta' in lines[-1]
+    assert len(lines) == 11 and lines[-1].startswith('resize [') and '20/20' in lines[-1] and 'eta' in lines[-1]
