@@ -19,12 +19,7 @@ TINY = dict(embed_dim=8, depths=[1, 1, 1, 1], img_size=32, num_frames=2, num_cla
 STAGES = 4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')  # conftest.py: tiny models, one thread
 
 
 def _clip(batch=2, frames=2, size=32):
